@@ -1,0 +1,86 @@
+"""Execute the stale notebook templates into book/, then render the book (warnings are errors).
+
+A template in notebooks/ is executed with papermill into book/<same name> when the executed
+copy is missing or was made from other sources: each executed copy records, in its metadata,
+the hash of its template and of the library it ran against. A second `make book` with nothing
+changed executes nothing. Run from the repository root: `python tools/build_book.py [names]`.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_hash(template: Path) -> str:
+    """Hash of what determines an executed notebook: its template and the library's code."""
+    nb = nbformat.read(template, as_version=4)
+    h = hashlib.sha256()
+    for cell in nb.cells:  # sources only: stray outputs or ids in a template change nothing
+        h.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0")
+    for path in sorted((ROOT / "feasible").rglob("*.py")):
+        h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def recorded_hash(executed: Path) -> str | None:
+    if not executed.exists():
+        return None
+    return nbformat.read(executed, as_version=4).metadata.get("feasible", {}).get("source_hash")
+
+
+def execute(template: Path, executed: Path, key: str) -> None:
+    t0 = time.time()
+    print(f"executing {template.relative_to(ROOT)} -> {executed.relative_to(ROOT)}", flush=True)
+    papermill.execute_notebook(
+        str(template), str(executed), cwd=str(ROOT), progress_bar=False, kernel_name="python3"
+    )
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["feasible"] = {"source_hash": key}
+    nb.metadata.get("papermill", {}).pop("duration", None)
+    nbformat.write(nb, executed)
+    print(f"  done in {time.time() - t0:.0f} s", flush=True)
+
+
+def vendor_mathjax() -> None:
+    """Copy MathJax (from the pinned jupyter-server-mathjax) so math renders offline."""
+    import jupyter_server_mathjax
+
+    src = Path(jupyter_server_mathjax.__file__).parent / "static"
+    dst = ROOT / "_build" / "static" / "mathjax"
+    if not (dst / "MathJax.js").exists():
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def main(names: list[str]) -> int:
+    templates = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if names:
+        templates = [t for t in templates if t.stem in names]
+    for template in templates:
+        executed = ROOT / "book" / template.name
+        key = source_hash(template)
+        if recorded_hash(executed) == key:
+            print(f"up to date: {executed.relative_to(ROOT)}")
+            continue
+        execute(template, executed, key)
+    vendor_mathjax()
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "-W", "-n", "--keep-going"]
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
+    if jb:
+        cmd = [jb, "build", str(ROOT), "-W", "-n", "--keep-going"]
+    rc = subprocess.call(cmd, cwd=ROOT)
+    if rc == 0:
+        print(f"book: file://{ROOT / '_build' / 'html' / 'index.html'}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
