@@ -3,7 +3,7 @@
 A template in notebooks/ is executed with papermill into book/<same name> when the executed
 copy is missing or was made from other sources: each executed copy records, in its metadata,
 the hash of its template and of the library it ran against. A second `make book` with nothing
-changed executes nothing. Run from the repository root: `python tools/build_book.py [names]`.
+changed executes nothing. Usage: ``python tools/build_book.py [NAME ...] [--no-render]`` (names: template stems).
 """
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ def vendor_mathjax() -> None:
 
 
 def main(names: list[str]) -> int:
+    render = "--no-render" not in names
+    names = [n for n in names if not n.startswith("--")]
     templates = sorted((ROOT / "notebooks").glob("*.ipynb"))
     if names:
         templates = [t for t in templates if t.stem in names]
@@ -71,6 +73,8 @@ def main(names: list[str]) -> int:
             print(f"up to date: {executed.relative_to(ROOT)}")
             continue
         execute(template, executed, key)
+    if not render:
+        return 0
     vendor_mathjax()
     cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "-W", "-n", "--keep-going"]
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))

@@ -21,7 +21,10 @@ if [ ! -f "$venv/.complete" ]; then
     echo "feasible: building the pinned environment in $venv (about 2 minutes, once)" >&2
     rm -rf "$venv"
     "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$lock" >&2
+    # (this machine's pip configuration names local indexes that are not all there: drop that noise)
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$lock" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2
+    [ "${PIPESTATUS[0]}" = 0 ] || { echo "feasible: pip install failed" >&2; exit 1; }
     touch "$venv/.complete"
 fi
 echo "$venv"

@@ -1,0 +1,154 @@
+"""Tiny tree helpers: one tensor, or a list, tuple or dict of tensors (one per parameter)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence, Union
+
+import torch
+from torch import Tensor
+
+#: A gradient-like value: one tensor, or a flat list, tuple or dict of tensors.
+Tree = Union[Tensor, Sequence[Tensor], Mapping[str, Tensor]]
+
+
+def _kind(tree: Any) -> str:
+    """Names the container kind of ``tree`` for messages ('tensor', 'list', 'tuple', 'dict')."""
+    if isinstance(tree, Tensor):
+        return "tensor"
+    if isinstance(tree, Mapping):
+        return "dict"
+    if isinstance(tree, tuple):
+        return "tuple"
+    if isinstance(tree, list):
+        return "list"
+    return type(tree).__name__
+
+
+def _describe(tree: Any) -> str:
+    """A short description of a tree's structure for error messages."""
+    kind = _kind(tree)
+    if kind == "dict":
+        return f"a dict with keys {list(tree)}"
+    if kind in ("list", "tuple"):
+        return f"a {kind} of length {len(tree)}"
+    if kind == "tensor":
+        return "a tensor"
+    return f"a {kind}"
+
+
+def labelled_leaves(tree: Tree, name: str) -> list[tuple[str, Any]]:
+    """Lists ``(label, leaf)`` pairs, labels such as ``g_u['fc.weight']`` or ``g_u[2]``.
+
+    Args:
+        tree: a tensor, or a list, tuple or dict of tensors.
+        name: the argument's name, used as the label's stem.
+
+    Returns:
+        The leaves in a fixed order (list order, or the dict's insertion order).
+    """
+    kind = _kind(tree)
+    if kind == "dict":
+        return [(f"{name}[{key!r}]", leaf) for key, leaf in tree.items()]
+    if kind in ("list", "tuple"):
+        return [(f"{name}[{i}]", leaf) for i, leaf in enumerate(tree)]
+    return [(name, tree)]
+
+
+def leaves(tree: Tree) -> list[Any]:
+    """The leaves of ``tree`` in the order :func:`tree_map` uses."""
+    return [leaf for _, leaf in labelled_leaves(tree, "")]
+
+
+def check_tensors(caller: str, name: str, tree: Any, *, floating: bool = True) -> None:
+    """Checks that ``tree`` is a tensor or a flat list, tuple or dict of tensors.
+
+    Args:
+        caller: the public function's name, for the message.
+        name: the argument's name, for the message.
+        tree: the value to check.
+        floating: also require a floating-point dtype.
+
+    Raises:
+        TypeError: a leaf is not a ``torch.Tensor`` (or not floating when ``floating``).
+    """
+    if not isinstance(tree, (Tensor, Mapping, list, tuple)):
+        raise TypeError(
+            f"The '{name}' argument of {caller} must be a torch.Tensor or a list or dict of "
+            f"tensors. Got {type(tree).__name__} instead."
+        )
+    for label, leaf in labelled_leaves(tree, name):
+        if not isinstance(leaf, Tensor):
+            raise TypeError(
+                f"The '{name}' argument of {caller} must hold torch.Tensor leaves; "
+                f"{label} is a {type(leaf).__name__}."
+            )
+        if floating and not leaf.is_floating_point():
+            raise TypeError(
+                f"The '{name}' argument of {caller} must hold floating-point tensors; "
+                f"{label} has dtype {leaf.dtype}."
+            )
+
+
+def check_same_structure(caller: str, trees: Mapping[str, Tree]) -> None:
+    """Checks that every tree has the structure and leaf shapes of the first one.
+
+    Args:
+        caller: the public function's name, for the message.
+        trees: argument name to tree, in the order the caller lists its arguments.
+
+    Raises:
+        ValueError: the container kinds, dict keys, lengths or leaf shapes differ.
+    """
+    items = list(trees.items())
+    ref_name, ref = items[0]
+    for name, tree in items[1:]:
+        same = _kind(tree) == _kind(ref)
+        if same and _kind(ref) == "dict":
+            same = list(tree) == list(ref) or set(tree) == set(ref)
+        elif same and _kind(ref) in ("list", "tuple"):
+            same = len(tree) == len(ref)
+        if not same:
+            raise ValueError(
+                f"The '{ref_name}' and '{name}' arguments of {caller} must have the same "
+                f"structure. Got {_describe(ref)} and {_describe(tree)} instead."
+            )
+        ref_leaves = labelled_leaves(ref, ref_name)
+        other = labelled_leaves(tree, name)
+        if _kind(ref) == "dict":
+            other = [(f"{name}[{key!r}]", tree[key]) for key in ref]
+        for (ref_label, a), (label, b) in zip(ref_leaves, other):
+            if a.shape != b.shape:
+                raise ValueError(
+                    f"The '{ref_name}' and '{name}' arguments of {caller} must have the same "
+                    f"shapes. Got {ref_label} with shape {tuple(a.shape)} and {label} with "
+                    f"shape {tuple(b.shape)} instead."
+                )
+
+
+def tree_map(fn: Callable[..., Any], tree: Tree, *rest: Tree) -> Any:
+    """Applies ``fn`` leaf by leaf and rebuilds the structure of ``tree``.
+
+    The trees in ``rest`` must share the structure of ``tree`` (dicts are matched by key).
+
+    Args:
+        fn: a function of one leaf from each tree.
+        tree: the tree whose structure the result takes.
+        *rest: further trees of the same structure.
+
+    Returns:
+        A tensor, list, tuple or dict (same keys, same order) of ``fn``'s results.
+    """
+    kind = _kind(tree)
+    if kind == "dict":
+        return {key: fn(leaf, *(other[key] for other in rest)) for key, leaf in tree.items()}
+    if kind in ("list", "tuple"):
+        out = [fn(*leaves_i) for leaves_i in zip(tree, *rest)]
+        return tuple(out) if kind == "tuple" else out
+    return fn(tree, *rest)
+
+
+def all_true(flags: Sequence[Tensor]) -> bool:
+    """Reduces 0-dim bool tensors to one Python bool with a single host synchronisation."""
+    if not flags:
+        return True
+    device = flags[0].device
+    return bool(torch.stack([flag.to(device) for flag in flags]).all())

@@ -1,0 +1,324 @@
+"""The base unlearning methods as data: losses, weights and batching (THEORY.md §1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "ADDON_USES",
+    "BATCHINGS",
+    "LOSSES",
+    "METHODS",
+    "PENALTIES",
+    "Loss",
+    "MethodSpec",
+    "Pass",
+    "ce",
+    "l1_penalty_grad",
+    "l1_weight",
+    "method_weights",
+    "neg_ce",
+    "passes",
+    "random_label_ce",
+    "shifted_label_ce",
+]
+
+
+# --- labels a loss is taken against -----------------------------------------------------------
+
+def _true_labels(targets: Tensor, generator: torch.Generator, num_classes: int) -> Tensor:
+    """The true labels, unchanged."""
+    del generator, num_classes
+    return targets
+
+
+def _uniform_labels(targets: Tensor, generator: torch.Generator, num_classes: int) -> Tensor:
+    """Labels drawn uniformly from all classes (the true one included), one per sample."""
+    labels = torch.randint(num_classes, targets.shape, generator=generator, device=generator.device)
+    return labels.to(targets.device)
+
+
+def _shifted_labels(targets: Tensor, generator: torch.Generator, num_classes: int) -> Tensor:
+    """Labels drawn uniformly from the classes other than the true one, one per sample."""
+    shift = torch.randint(1, num_classes, targets.shape, generator=generator, device=generator.device)
+    return (targets + shift.to(targets.device)) % num_classes
+
+
+def _ce(outputs: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(outputs, labels)
+
+
+def _neg_ce(outputs: Tensor, labels: Tensor) -> Tensor:
+    return -F.cross_entropy(outputs, labels)
+
+
+class Loss(NamedTuple):
+    """A loss in two parts: the labels it is taken against, then a criterion on those labels.
+
+    The unlearning loop draws the labels once per visit of a batch (``relabel``) and hands the
+    plain criterion to the gradient estimator, so that every micro-batch or per-sample gradient
+    of one step sees the same random labels. Calling the loss does both at once.
+
+    Attributes:
+        relabel: ``(targets, generator, num_classes) -> labels``.
+        criterion: ``(outputs, labels) -> mean loss`` over the batch.
+    """
+
+    relabel: Callable[[Tensor, torch.Generator, int], Tensor]
+    criterion: Callable[[Tensor, Tensor], Tensor]
+
+    def __call__(
+        self, outputs: Tensor, targets: Tensor, generator: torch.Generator, num_classes: int
+    ) -> Tensor:
+        """The mean loss of ``outputs`` against labels derived from ``targets``."""
+        return self.criterion(outputs, self.relabel(targets, generator, num_classes))
+
+
+#: Cross-entropy against the true labels: the utility loss ``L_C`` of every method.
+ce = Loss(_true_labels, _ce)
+#: Negative cross-entropy against the true labels: gradient ascent's ``L_U``.
+neg_ce = Loss(_true_labels, _neg_ce)
+#: RL's ``L_U``: cross-entropy against labels drawn uniformly from all classes, so a drawn label
+#: may equal the true one. As in SalUn's CIFAR-10/SVHN code (``unlearn/RL.py``), the labels are
+#: redrawn at every visit of a sample (each batch of the forget pass draws fresh ones).
+random_label_ce = Loss(_uniform_labels, _ce)
+#: SRL's ``L_U`` (DeepUnlearn's successive random labels): cross-entropy against labels redrawn
+#: at every visit, uniformly among the classes other than the true one, so never the true label.
+shifted_label_ce = Loss(_shifted_labels, _ce)
+
+#: The losses a method may name, by name.
+LOSSES: dict[str, Loss] = {
+    "ce": ce,
+    "neg_ce": neg_ce,
+    "random_label_ce": random_label_ce,
+    "shifted_label_ce": shifted_label_ce,
+}
+
+
+# --- penalties added to L_C --------------------------------------------------------------------
+
+def l1_penalty_grad(params: dict[str, Tensor], weight: float) -> dict[str, Tensor]:
+    """The gradient of ``weight * ||theta||_1``: ``weight * sign(theta)`` (0 where theta is 0).
+
+    Args:
+        params: the parameters, name to tensor.
+        weight: the penalty's weight ``gamma_t`` at this step, >= 0.
+
+    Returns:
+        One tensor per parameter, same shapes.
+    """
+    return {name: weight * torch.sign(p.detach()) for name, p in params.items()}
+
+
+def l1_weight(gamma: float, epoch: int, epochs: int) -> float:
+    """The weight ``gamma_t`` of the l1 penalty in a 0-based ``epoch`` of ``epochs``.
+
+    SalUn's ``FT_l1`` decays it linearly per epoch, ``gamma * (1 - epoch / epochs)``, from
+    ``gamma`` in the first epoch to ``gamma / epochs`` in the last (with ``no_l1_epochs = 0``).
+
+    References:
+        THEORY.md §1 (l1-sparse row); research/baselines.md §A.5.
+
+    Args:
+        gamma: the initial weight, >= 0.
+        epoch: the current epoch, 0-based.
+        epochs: the number of epochs of the run, >= 1.
+
+    Returns:
+        The weight for that epoch.
+    """
+    return gamma * (1.0 - epoch / epochs)
+
+
+#: Penalties a method may add to its ``L_C``: name -> ``(params, weight) -> gradient``. The
+#: penalty is deterministic, so it adds to the mean gradient and leaves its standard error as is.
+PENALTIES: dict[str, Callable[[dict[str, Tensor], float], dict[str, Tensor]]] = {
+    "l1": l1_penalty_grad,
+}
+
+
+# --- batching ----------------------------------------------------------------------------------
+
+class Pass(NamedTuple):
+    """One pass of an epoch over one set, with the factors on the method's two weights.
+
+    Attributes:
+        over: the set the pass iterates over once, ``"forget"`` or ``"retain"``; batches of the
+            other set are drawn alongside (cycling it) only when their gradient is needed.
+        alpha_factor: multiplies ``alpha`` during the pass (0 switches ``g_U`` off).
+        beta_factor: multiplies ``beta`` during the pass (0 switches ``g_C`` off).
+    """
+
+    over: str
+    alpha_factor: float
+    beta_factor: float
+
+
+#: What each batching means. "paired", "retain" and "forget" are one pass over ``epoch_over``
+#: with the other set cycled alongside; they differ only in which gradients the method weights
+#: (the loop draws a partner batch only when its gradient has a non-zero weight or an add-on
+#: needs both gradients). "sequential" is SalUn's RL protocol: a forget pass with ``beta = 0``,
+#: then a retain pass with ``alpha = 0``.
+BATCHINGS: tuple[str, ...] = ("paired", "sequential", "retain", "forget")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A first-order unlearning method as a record: what the one loop needs to know.
+
+    Attributes:
+        name: the method's short name (a key of :data:`METHODS`).
+        loss_u: the unlearning loss ``L_U`` on the forget set, a key of :data:`LOSSES`.
+        loss_c: the utility loss ``L_C`` on the retain set, a key of :data:`LOSSES`.
+        alpha: the default weight on ``g_U`` (>= 0).
+        beta: the default weight on ``g_C`` (>= 0).
+        batching: one of :data:`BATCHINGS`.
+        lr: the default learning rate for plain SGD (momentum 0).
+        epoch_over: the set one epoch passes over: ``"forget"``, ``"retain"``, or ``"both"``
+            for the sequential batching (a forget pass then a retain pass).
+        uses: the names of the :class:`feasible.unlearn.UnlearnConfig` fields that only this
+            method reads (a configuration hash ignores them for other methods).
+        description: one line for tables and the command line.
+        penalty: a key of :data:`PENALTIES` added to ``L_C``, or ``None``.
+    """
+
+    name: str
+    loss_u: str
+    loss_c: str
+    alpha: float
+    beta: float
+    batching: str
+    lr: float
+    epoch_over: str
+    uses: tuple[str, ...]
+    description: str
+    penalty: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("loss_u", "loss_c"):
+            if getattr(self, field) not in LOSSES:
+                raise ValueError(
+                    f"Unknown loss {getattr(self, field)!r} for {field} of method {self.name!r}; "
+                    f"expected one of {_names(LOSSES)}."
+                )
+        if self.batching not in BATCHINGS:
+            raise ValueError(
+                f"Unknown batching {self.batching!r} of method {self.name!r}; "
+                f"expected one of {_names(BATCHINGS)}."
+            )
+        expected = {"sequential": ("both",), "retain": ("retain",), "forget": ("forget",),
+                    "paired": ("forget", "retain")}[self.batching]
+        if self.epoch_over not in expected:
+            raise ValueError(
+                f"The 'epoch_over' field of method {self.name!r} must be one of {_names(expected)} "
+                f"for batching {self.batching!r}. Got {self.epoch_over!r} instead."
+            )
+        if self.penalty is not None and self.penalty not in PENALTIES:
+            raise ValueError(
+                f"Unknown penalty {self.penalty!r} of method {self.name!r}; "
+                f"expected None or one of {_names(PENALTIES)}."
+            )
+        if self.alpha < 0 or self.beta < 0 or self.lr <= 0:
+            raise ValueError(f"Method {self.name!r} needs alpha, beta >= 0 and lr > 0.")
+
+
+def _names(options) -> str:
+    return ", ".join(repr(o) for o in options)
+
+
+# The default learning rates are for plain SGD (momentum 0, no weight decay) and were chosen on
+# the smoke problem (scikit-learn digits, an MLP trained to memorise, random 10% forgetting,
+# batch 128, 5 epochs) so that each method without an add-on moves the forget accuracy; they are
+# starting points, not tuned values: experiment scales set their own (DESIGN.md, "learning rates").
+METHODS: dict[str, MethodSpec] = {
+    "ft": MethodSpec(
+        name="ft", loss_u="neg_ce", loss_c="ce", alpha=0.0, beta=1.0, batching="retain",
+        lr=0.1,  # SalUn's FT range is [0.01, 0.1] (with momentum 0.9); the top end for plain SGD
+        epoch_over="retain", uses=(),
+        description="fine-tuning on the retain set (L_U only shapes masks)",
+    ),
+    "ga": MethodSpec(
+        name="ga", loss_u="neg_ce", loss_c="ce", alpha=1.0, beta=0.0, batching="forget",
+        lr=0.01,  # measured on the smoke problem; SalUn uses 1e-5..1e-3 with momentum 0.9 on CIFAR
+        epoch_over="forget", uses=(),
+        description="gradient ascent on the forget set (L_C only shapes masks)",
+    ),
+    "ngplus": MethodSpec(
+        name="ngplus", loss_u="neg_ce", loss_c="ce", alpha=0.05, beta=0.95, batching="paired",
+        lr=0.5,  # DESIGN.md: plain SGD needed about 0.5 before UA moved (small CNN prototype)
+        epoch_over="retain", uses=("ngplus_a",),
+        description="NegGrad+: (1 - a) * (-CE on D_f) + a * CE on D_r, one step per batch pair",
+    ),
+    "rl": MethodSpec(
+        name="rl", loss_u="random_label_ce", loss_c="ce", alpha=1.0, beta=1.0,
+        batching="sequential",
+        lr=0.05,  # measured on the smoke problem; SalUn's RL range is [0.01, 0.1]
+        epoch_over="both", uses=(),
+        description="random labels: a forget pass with uniform labels, then a retain pass (SalUn)",
+    ),
+    "srl": MethodSpec(
+        name="srl", loss_u="shifted_label_ce", loss_c="ce", alpha=1.0, beta=1.0,
+        batching="paired",
+        lr=0.03,  # DESIGN.md: SRL moved UA at about 0.03 (small CNN prototype)
+        epoch_over="retain", uses=(),
+        description="successive random labels, never the true one, on paired batches",
+    ),
+    "l1_sparse": MethodSpec(
+        name="l1_sparse", loss_u="neg_ce", loss_c="ce", alpha=0.0, beta=1.0, batching="retain",
+        lr=0.1,  # as FT; SalUn's l1-sparse range is [0.005, 0.1]
+        epoch_over="retain", uses=("l1_gamma",), penalty="l1",
+        description="fine-tuning with an l1 penalty whose weight decays linearly to 0",
+    ),
+}
+# SalUn is not a base method here: it is the add-on "salun" (a static saliency mask at theta0,
+# THEORY.md §6) that combines with any base method. The paper's SalUn is "rl" + "salun".
+
+#: The :class:`feasible.unlearn.UnlearnConfig` fields each add-on reads beyond the common ones
+#: (method, agg, alpha, beta, renorm, lr, epochs, batch size, optimiser, seed).
+ADDON_USES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "salun": ("saliency_fraction",),
+    "and": (),
+    "prob": ("p", "noise", "k"),
+    "focus": ("focus_variant", "p", "noise", "k"),
+}
+
+
+def method_weights(spec: MethodSpec, *, ngplus_a: float = 0.95) -> tuple[float, float]:
+    """The default weights ``(alpha, beta)`` of a method.
+
+    NGPlus reads them from its mixing parameter: ``alpha = 1 - a``, ``beta = a`` (SCRUB's NegGrad+,
+    ``a = 0.95`` by default); every other method uses its record's values.
+
+    References:
+        THEORY.md §1 (the table); research/baselines.md §D.
+
+    Args:
+        spec: the method.
+        ngplus_a: NGPlus's ``a`` in [0, 1]; ignored by methods that do not use it.
+
+    Returns:
+        ``(alpha, beta)``.
+    """
+    if "ngplus_a" in spec.uses:
+        return 1.0 - ngplus_a, ngplus_a
+    return spec.alpha, spec.beta
+
+
+def passes(spec: MethodSpec) -> tuple[Pass, ...]:
+    """The passes one epoch of a method makes, in order.
+
+    Args:
+        spec: the method.
+
+    Returns:
+        Two passes for the sequential batching (forget with ``beta`` off, then retain with
+        ``alpha`` off), else one pass over ``spec.epoch_over`` with both weights on.
+    """
+    if spec.batching == "sequential":
+        return (Pass("forget", 1.0, 0.0), Pass("retain", 0.0, 1.0))
+    return (Pass(spec.epoch_over, 1.0, 1.0),)
