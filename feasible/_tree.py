@@ -103,7 +103,7 @@ def check_same_structure(caller: str, trees: Mapping[str, Tree]) -> None:
     for name, tree in items[1:]:
         same = _kind(tree) == _kind(ref)
         if same and _kind(ref) == "dict":
-            same = list(tree) == list(ref) or set(tree) == set(ref)
+            same = set(tree) == set(ref)
         elif same and _kind(ref) in ("list", "tuple"):
             same = len(tree) == len(ref)
         if not same:
@@ -143,6 +143,30 @@ def tree_map(fn: Callable[..., Any], tree: Tree, *rest: Tree) -> Any:
     if kind in ("list", "tuple"):
         out = [fn(*leaves_i) for leaves_i in zip(tree, *rest)]
         return tuple(out) if kind == "tuple" else out
+    return fn(tree, *rest)
+
+
+def tree_map_pair(fn: Callable[..., tuple[Any, Any]], tree: Tree, *rest: Tree) -> tuple[Any, Any]:
+    """Like :func:`tree_map` for an ``fn`` that returns a pair; returns a pair of trees.
+
+    Args:
+        fn: a function of one leaf from each tree, returning two values.
+        tree: the tree whose structure both results take.
+        *rest: further trees of the same structure.
+
+    Returns:
+        Two trees shaped like ``tree``: the first and the second values of ``fn``.
+    """
+    kind = _kind(tree)
+    if kind == "dict":
+        pairs = {key: fn(leaf, *(other[key] for other in rest)) for key, leaf in tree.items()}
+        return ({k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()})
+    if kind in ("list", "tuple"):
+        pairs = [fn(*leaves_i) for leaves_i in zip(tree, *rest)]
+        firsts, seconds = [v[0] for v in pairs], [v[1] for v in pairs]
+        if kind == "tuple":
+            return tuple(firsts), tuple(seconds)
+        return firsts, seconds
     return fn(tree, *rest)
 
 

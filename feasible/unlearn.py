@@ -1,0 +1,617 @@
+"""The one unlearning loop of Algorithm 1: estimate, aggregate, mask, step (THEORY.md §9)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from feasible import data
+from feasible.masks import ADDONS, AGGREGATORS, FOCUS_VARIANTS, feasible_update, saliency_mask
+from feasible.methods import (
+    ADDON_USES,
+    LOSSES,
+    METHODS,
+    PENALTIES,
+    MethodSpec,
+    l1_weight,
+    method_weights,
+    passes,
+)
+from feasible.noise import grad_stats
+
+__all__ = [
+    "NOISE_METHODS",
+    "MomentumState",
+    "UnlearnConfig",
+    "UnlearnResult",
+    "masked_sgd_step",
+    "relevant_fields",
+    "saliency_at",
+    "unlearn",
+]
+
+Batch = tuple[Tensor, Tensor]
+Tree = dict[str, Tensor]
+
+#: The gradient-noise estimators of :func:`feasible.noise.grad_stats`.
+NOISE_METHODS: tuple[str, ...] = ("microbatch", "per_sample")
+# Which add-ons need both gradients at every step (their mask compares them), and which need the
+# standard errors too. "none" and "salun" need only the gradients the method weights.
+_NEEDS_BOTH: dict[str, bool] = {"none": False, "salun": False, "and": True, "prob": True,
+                                "focus": True}
+_NEEDS_SE: dict[str, bool] = {"none": False, "salun": False, "and": False, "prob": True,
+                              "focus": True}
+
+
+def _names(options) -> str:
+    return ", ".join(repr(o) for o in options)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """Every setting of one unlearning run, validated when built.
+
+    Attributes:
+        method: a base method, a key of :data:`feasible.methods.METHODS`.
+        addon: ``"none"``, ``"salun"``, ``"and"``, ``"prob"`` or ``"focus"``.
+        agg: the aggregator, ``"lin"`` (linG) or ``"min"`` (MinG), THEORY.md §2.
+        alpha: the weight on ``g_U``; ``None`` takes the method's (THEORY.md §1 table).
+        beta: the weight on ``g_C``; ``None`` takes the method's.
+        p: the PROB threshold in (0, 1); 0.45 is the paper's example (Fig. 4).
+        focus_variant: ``"default"`` (``f * |a|``) or ``"soft"`` (THEORY.md §5, a reading).
+        renorm: rescale each masked direction to the norm of the unmasked aggregate (DESIGN.md).
+        lr: the learning rate; ``None`` takes the method's default for plain SGD.
+        epochs: the number of epochs, >= 1.
+        batch_size: samples per batch of each set, >= 2.
+        momentum: SGD momentum in [0, 1); 0 is plain SGD (SalUn's harness uses 0.9).
+        weight_decay: L2 weight decay >= 0, added to the direction of kept coordinates only.
+        noise: the standard-error estimator, ``"microbatch"`` or ``"per_sample"`` (THEORY.md §8);
+            read only by ``prob`` and ``focus``.
+        k: micro-batches per batch for ``noise="microbatch"``, 2 <= k <= batch_size.
+        saliency_fraction: the share of coordinates SalUn's mask keeps, in (0, 1]; 0.5 is
+            SalUn's default saliency sparsity.
+        ngplus_a: NGPlus's mix in [0, 1]: ``alpha = 1 - a``, ``beta = a`` (SCRUB's 0.95).
+        l1_gamma: the l1-sparse penalty's initial weight >= 0, decayed linearly per epoch.
+            5e-4 is the project's default; SalUn's search range is recalled as [5e-5, 1e-4]
+            (research/baselines.md §A.6, unverified).
+        seed: seeds batch order, augmentation and random labels, >= 0.
+    """
+
+    method: str
+    addon: str = "none"
+    agg: str = "lin"
+    alpha: float | None = None
+    beta: float | None = None
+    p: float = 0.45
+    focus_variant: str = "default"
+    renorm: bool = False
+    lr: float | None = None
+    epochs: int = 5
+    batch_size: int = 128
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    noise: str = "microbatch"
+    k: int = 8
+    saliency_fraction: float = 0.5
+    ngplus_a: float = 0.95
+    l1_gamma: float = 5e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, allowed: str) -> ValueError:
+            return ValueError(
+                f"The '{name}' parameter of UnlearnConfig must be {allowed}. "
+                f"Got {getattr(self, name)!r} instead."
+            )
+
+        for name, options, what in (("method", METHODS, "method"), ("addon", ADDONS, "add-on"),
+                                    ("agg", AGGREGATORS, "aggregator"),
+                                    ("focus_variant", FOCUS_VARIANTS, "focus variant"),
+                                    ("noise", NOISE_METHODS, "noise estimator")):
+            if getattr(self, name) not in options:
+                raise ValueError(f"Unknown {what} {getattr(self, name)!r}; "
+                                 f"expected one of {_names(options)}.")
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if value is not None and not (_is_real(value) and value >= 0):
+                raise bad(name, "None or a finite float >= 0")
+        if not (_is_real(self.p) and 0 < self.p < 1):
+            raise bad("p", "a float in the open interval (0, 1)")
+        if not isinstance(self.renorm, bool):
+            raise bad("renorm", "a bool")
+        if self.lr is not None and not (_is_real(self.lr) and self.lr > 0):
+            raise bad("lr", "None or a finite float > 0")
+        if not (_is_int(self.epochs) and self.epochs >= 1):
+            raise bad("epochs", "an int >= 1")
+        if not (_is_int(self.batch_size) and self.batch_size >= 2):
+            raise bad("batch_size", "an int >= 2")
+        if not (_is_real(self.momentum) and 0 <= self.momentum < 1):
+            raise bad("momentum", "a float in the interval [0, 1)")
+        if not (_is_real(self.weight_decay) and self.weight_decay >= 0):
+            raise bad("weight_decay", "a finite float >= 0")
+        if not (_is_int(self.k) and 2 <= self.k <= self.batch_size):
+            raise bad("k", f"an int in the range [2, batch_size={self.batch_size}]")
+        if not (_is_real(self.saliency_fraction) and 0 < self.saliency_fraction <= 1):
+            raise bad("saliency_fraction", "a float in the interval (0, 1]")
+        if not (_is_real(self.ngplus_a) and 0 <= self.ngplus_a <= 1):
+            raise bad("ngplus_a", "a float in the interval [0, 1]")
+        if not (_is_real(self.l1_gamma) and self.l1_gamma >= 0):
+            raise bad("l1_gamma", "a finite float >= 0")
+        if not (_is_int(self.seed) and self.seed >= 0):
+            raise bad("seed", "an int >= 0")
+        alpha, beta = self.weights
+        if alpha == 0 and beta == 0:
+            raise ValueError(
+                f"The weights of UnlearnConfig are both 0 for method {self.method!r} "
+                f"(alpha={self.alpha!r}, beta={self.beta!r}): every update would be zero. "
+                "Give alpha or beta a value > 0."
+            )
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The base method's record."""
+        return METHODS[self.method]
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        """The ``(alpha, beta)`` in force: the config's where given, else the method's."""
+        alpha, beta = method_weights(self.spec, ngplus_a=self.ngplus_a)
+        return (float(alpha if self.alpha is None else self.alpha),
+                float(beta if self.beta is None else self.beta))
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate in force: the config's where given, else the method's default."""
+        return float(self.spec.lr if self.lr is None else self.lr)
+
+
+def relevant_fields(cfg: UnlearnConfig) -> dict[str, Any]:
+    """The fields of a configuration that can change its result.
+
+    Drops the fields that only other methods or other add-ons read (e.g. ``p`` for
+    ``addon="none"``, ``ngplus_a`` for methods other than NGPlus), so that a hash of this dict
+    ignores them (STYLE.md §4). ``alpha`` and ``beta`` are given as the weights in force.
+
+    Args:
+        cfg: the configuration.
+
+    Returns:
+        Field name to value, JSON-serialisable.
+    """
+    method_only = {name for spec in METHODS.values() for name in spec.uses}
+    addon_only = {name for names in ADDON_USES.values() for name in names}
+    used = set(cfg.spec.uses) | set(ADDON_USES[cfg.addon])
+    if cfg.addon == "focus" and cfg.focus_variant == "default":
+        used.discard("p")
+    if cfg.noise != "microbatch":
+        used.discard("k")
+    out = {name: value for name, value in asdict(cfg).items()
+           if name not in (method_only | addon_only) - used}
+    out["alpha"], out["beta"] = cfg.weights
+    out["lr"] = cfg.learning_rate
+    return out
+
+
+@dataclass(frozen=True)
+class UnlearnResult:
+    """What an unlearning run returns.
+
+    Attributes:
+        epochs: one record per finished (or diverged) epoch, see :func:`unlearn`.
+        diverged_epoch: the 1-based epoch in which a loss, gradient or parameter became NaN or
+            infinite, or ``None``.
+        wall_time: seconds spent unlearning (the saliency mask included, ``on_epoch`` excluded).
+        setup_time: of ``wall_time``, seconds spent before the first step (SalUn's mask).
+    """
+
+    epochs: list[dict[str, Any]]
+    diverged_epoch: int | None
+    wall_time: float
+    setup_time: float = 0.0
+
+
+# --- the optimiser -----------------------------------------------------------------------------
+
+class MomentumState(NamedTuple):
+    """The momentum buffers of :func:`masked_sgd_step` (``None`` before the first step)."""
+
+    buffers: Tree | None
+
+
+@torch.no_grad()
+def masked_sgd_step(
+    params: dict[str, nn.Parameter],
+    direction: Tree,
+    keep: Tree,
+    state: MomentumState,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> tuple[Tree, MomentumState]:
+    """One SGD step in which masked coordinates do not move at all.
+
+    On kept coordinates this is ``torch.optim.SGD`` (dampening 0, no Nesterov):
+    ``d = u + wd * theta``, ``b = momentum * b + d``, ``theta -= lr * b``. On masked coordinates
+    nothing happens: the parameter, and its momentum buffer, keep their values, so neither
+    momentum nor weight decay leaks through the mask. This is why the loop has its own optimiser
+    rather than masking ``param.grad`` before ``torch.optim.SGD`` (SalUn's leak, fixed upstream
+    only in 2026 by restoring the weights after the step).
+
+    References:
+        THEORY.md §7 (a mask applies to the parameter change actually made);
+        research/baselines.md §A.4.
+
+    Args:
+        params: the parameters to update in place, name to tensor.
+        direction: the update direction ``u`` per parameter (zero where masked).
+        keep: bool per parameter, True where the coordinate may move.
+        state: the momentum buffers from the previous step (``MomentumState(None)`` at first).
+        lr: the learning rate, > 0.
+        momentum: in [0, 1).
+        weight_decay: >= 0.
+
+    Returns:
+        The step actually taken per parameter (``theta_new = theta_old - step``) and the new
+        momentum state.
+    """
+    steps: Tree = {}
+    buffers: Tree | None = {} if momentum else None
+    for name, theta in params.items():
+        d = direction[name]
+        if weight_decay:
+            d = d + weight_decay * theta
+        if momentum:
+            old = state.buffers[name] if state.buffers is not None else torch.zeros_like(theta)
+            buffers[name] = torch.where(keep[name], momentum * old + d, old)
+            d = buffers[name]
+        step = torch.where(keep[name], lr * d, torch.zeros_like(d))
+        theta.sub_(step)
+        steps[name] = step
+    return steps, MomentumState(buffers)
+
+
+# --- gradients ---------------------------------------------------------------------------------
+
+class _Estimate(NamedTuple):
+    mean: Tree
+    se: Tree | None
+    loss: float
+
+
+def _estimate(model: nn.Module, params: dict[str, nn.Parameter],
+              criterion: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor,
+              cfg: UnlearnConfig, with_se: bool) -> _Estimate:
+    """The batch-mean gradient of ``criterion`` (and its standard error when asked)."""
+    if with_se:
+        stats = grad_stats(model, criterion, x, y, method=cfg.noise, k=min(cfg.k, len(y)))
+        return _Estimate(stats.mean, stats.se, float(stats.loss))
+    loss = criterion(model(x), y)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    return _Estimate({n: g.detach() for n, g in zip(params, grads)}, None, float(loss.detach()))
+
+
+def _zeros(params: dict[str, nn.Parameter]) -> Tree:
+    return {n: torch.zeros_like(p, memory_format=torch.contiguous_format)
+            for n, p in params.items()}
+
+
+def _finite(*trees: Tree | None) -> bool:
+    """True when every tensor of every tree is finite (one sum per tensor, one sync)."""
+    sums = [t.sum() for tree in trees if tree is not None for t in tree.values()]
+    return bool(torch.isfinite(torch.stack(sums)).all()) if sums else True
+
+
+def _sq_norm(tree: Tree) -> Tensor:
+    return sum((t.double() ** 2).sum() for t in tree.values())
+
+
+def saliency_at(model: nn.Module, forget: Batch, *, fraction: float = 0.5,
+                batch_size: int = 512) -> Tree:
+    """SalUn's static saliency mask at the current parameters (theta0).
+
+    The gradient of the gradient-ascent loss ``-CE`` summed over the whole forget set, in eval
+    mode (as SalUn's ``generate_mask.py``); then the global top ``fraction`` of its magnitudes
+    over all parameters (:func:`feasible.masks.saliency_mask`). This keeps the *largest*
+    fraction, as the SalUn paper describes (its public code may keep the smallest).
+
+    References:
+        THEORY.md §6; research/baselines.md §A.5.
+
+    Args:
+        model: the model at theta0; its train/eval mode is restored.
+        forget: the forget set ``(x, y)``.
+        fraction: the share of coordinates kept, in (0, 1].
+        batch_size: samples per forward pass.
+
+    Returns:
+        A bool mask per parameter.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    total = _zeros(params)
+    was_training = model.training
+    model.eval()
+    try:
+        x, y = forget
+        device = next(model.parameters()).device
+        for start in range(0, len(y), batch_size):
+            xb = x[start:start + batch_size].to(device)
+            yb = y[start:start + batch_size].to(device)
+            loss = -nn.functional.cross_entropy(model(xb), yb, reduction="sum")
+            for name, g in zip(params, torch.autograd.grad(loss, list(params.values()))):
+                total[name] += g
+    finally:
+        model.train(was_training)
+    return saliency_mask(total, fraction)
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+def _seeded(seed: int, stream: int, device: torch.device) -> torch.Generator:
+    """An independent generator for one random stream of a run."""
+    state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) & ((1 << 63) - 1))
+
+
+def _index_batches(n: int, batch_size: int, generator: torch.Generator,
+                   min_size: int) -> Iterator[Tensor]:
+    """One shuffled pass of index batches; a tail batch under ``min_size`` joins the one before."""
+    held = None
+    for idx in data.batches(n, batch_size, generator, shuffle=True, drop_last=False):
+        if held is not None and len(idx) < min_size:
+            idx = torch.cat([held, idx])
+        elif held is not None:
+            yield held
+        held = idx
+    if held is not None:
+        yield held
+
+
+def _cycle(n: int, batch_size: int, generator: torch.Generator, min_size: int) -> Iterator[Tensor]:
+    """Index batches forever: a fresh shuffled pass each time the set is used up."""
+    while True:
+        yield from _index_batches(n, batch_size, generator, min_size)
+
+
+class _Streams:
+    """The random streams of a run: one generator per (role, set, purpose), made on first use.
+
+    Roles are "main" (the pass's own set) and "partner" (the other set, drawn alongside), so the
+    main pass's batches, augmentations and labels do not depend on whether partner batches are
+    drawn, that is, on the add-on.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.generators: dict[tuple[str, str, str], torch.Generator] = {}
+
+    def __call__(self, role: str, which: str, purpose: str,
+                 device: torch.device) -> torch.Generator:
+        key = (role, which, purpose)
+        if key not in self.generators:
+            stream = int.from_bytes("/".join(key).encode(), "little") % (1 << 31)
+            self.generators[key] = _seeded(self.seed, stream, device)
+        return self.generators[key]
+
+
+# --- per-step statistics -----------------------------------------------------------------------
+
+def _step_stats(keep: Tree, g_u: Tree, g_c: Tree, direction: Tree, aggregate: Tree,
+                step: Tree) -> dict[str, Tensor]:
+    """The kept fractions and norms of one step, as 0-d tensors (no device sync)."""
+    kept = sum(k.sum() for k in keep.values())
+    n_all = sum(k.numel() for k in keep.values())
+    active = {n: (g_u[n] != 0) | (g_c[n] != 0) for n in keep}
+    n_active = sum(a.sum() for a in active.values())
+    kept_active = sum((keep[n] & active[n]).sum() for n in keep)
+    a_norm = _sq_norm(aggregate).sqrt()
+    return {
+        "kept_fraction": kept.double() / n_all,
+        "kept_fraction_active": kept_active.double() / n_active.clamp(min=1),
+        "active_steps": (n_active > 0).double(),
+        "step_norm": _sq_norm(step).sqrt(),
+        "direction_ratio": torch.where(a_norm > 0, _sq_norm(direction).sqrt()
+                                       / a_norm.clamp(min=1e-300), torch.zeros_like(a_norm)),
+        "ratio_steps": (a_norm > 0).double(),
+    }
+
+
+def _epoch_means(sums: dict[str, Any], steps: int) -> dict[str, float | None]:
+    """Turn the summed step statistics and losses of an epoch into means."""
+    def mean(total: Any, count: Any) -> float | None:
+        count = float(count)
+        return float(total) / count if count else None
+
+    if not steps:
+        return {k: None for k in ("kept_fraction", "kept_fraction_active", "step_norm",
+                                  "direction_ratio", "loss_u", "loss_c")}
+    return {
+        "kept_fraction": mean(sums["kept_fraction"], steps),
+        "kept_fraction_active": mean(sums["kept_fraction_active"], sums["active_steps"]),
+        "step_norm": mean(sums["step_norm"], steps),
+        "direction_ratio": mean(sums["direction_ratio"], sums["ratio_steps"]),
+        "loss_u": mean(sums["loss_u"], sums["loss_u_n"]),
+        "loss_c": mean(sums["loss_c"], sums["loss_c_n"]),
+    }
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+def unlearn(
+    model: nn.Module,
+    forget: Batch,
+    retain: Batch,
+    cfg: UnlearnConfig,
+    *,
+    num_classes: int,
+    augment_policy: str = "none",
+    on_epoch: Callable[[int, nn.Module], dict[str, Any] | None] | None = None,
+) -> UnlearnResult:
+    """Unlearn ``forget`` from ``model`` in place: the one loop of Algorithm 1.
+
+    Each step draws batches as the method's batching says (:func:`feasible.methods.passes`),
+    estimates ``(g_U, s_U)`` on the forget batch and ``(g_C, s_C)`` on the retain batch (with
+    :func:`feasible.noise.grad_stats` when the add-on needs standard errors, else one backward
+    per loss; a gradient whose weight is 0 and that no add-on needs is not computed), forms the
+    update with :func:`feasible.masks.feasible_update`, and takes a :func:`masked_sgd_step`. The
+    model stays in train mode. Seeded generators, one per random stream (batch order,
+    augmentation, random labels), make a run a function of ``cfg.seed``; the main pass's stream
+    does not depend on the add-on.
+
+    A batch smaller than ``k`` (or 2) at the end of a pass joins the batch before it, so that
+    every batch can give ``k`` micro-batches. The l1-sparse penalty's gradient
+    ``gamma_t * sign(theta)`` is added to ``g_C`` (it is exact, so ``s_C`` is unchanged).
+
+    Each epoch's record has: ``epoch`` (1-based), ``steps``, ``wall_time`` (s, this epoch's
+    unlearning), ``kept_fraction`` (mean over steps of the share of coordinates the step may
+    move), ``kept_fraction_active`` (the same over the coordinates where at least one of the two
+    gradients is non-zero, THEORY.md §4), ``step_norm`` (mean L2 norm of the parameter change),
+    ``direction_ratio`` (mean ``||u|| / ||a||``, the update over the unmasked aggregate, over steps
+    where ``a`` is not 0; ``None`` if none), ``loss_u`` and ``loss_c`` (mean batch losses where
+    computed, else ``None``; ``loss_c`` without the penalty), ``l1_weight`` for methods with a
+    penalty, ``diverged``, and whatever ``on_epoch(epoch, model)`` returns.
+
+    Divergence never raises: when a loss, a gradient or a parameter becomes NaN or infinite, the
+    loop stops, that epoch's record has ``diverged = True`` (``on_epoch`` is still called) and
+    ``diverged_epoch`` is set.
+
+    References:
+        THEORY.md §1 (methods), §7 (masks meet the optimiser), §9 (Algorithm 1, a *reading*).
+
+    Args:
+        model: the original model (theta0), updated in place.
+        forget: the forget set ``(x, y)``, ``x`` as the model takes it (uint8 or float [0, 1]).
+        retain: the retain set ``(x, y)``.
+        cfg: the run's settings.
+        num_classes: the number of classes (random labels are drawn among them), >= 2.
+        augment_policy: the :func:`feasible.data.augment` policy applied to every batch.
+        on_epoch: called after each epoch as ``on_epoch(epoch, model)``; a dict it returns is
+            merged into the epoch's record. Its time is not counted.
+
+    Returns:
+        The per-epoch records, the diverged epoch (or ``None``) and the wall time.
+
+    Raises:
+        TypeError: if ``cfg`` is not an :class:`UnlearnConfig`.
+        ValueError: for an empty set, ``x`` and ``y`` of different lengths, a set of one sample
+            when the add-on needs standard errors, or ``num_classes < 2``.
+    """
+    if not isinstance(cfg, UnlearnConfig):
+        raise TypeError(f"The 'cfg' parameter of unlearn must be an UnlearnConfig. "
+                        f"Got {type(cfg).__name__} instead.")
+    needs_both, needs_se = _NEEDS_BOTH[cfg.addon], _NEEDS_SE[cfg.addon]
+    for name, (x, y) in (("forget", forget), ("retain", retain)):
+        if len(x) != len(y) or len(y) < (2 if needs_se else 1):
+            raise ValueError(
+                f"The '{name}' parameter of unlearn must be an (x, y) pair of equal lengths with "
+                f"at least {2 if needs_se else 1} sample(s) for add-on {cfg.addon!r}. "
+                f"Got lengths {len(x)} and {len(y)} instead.")
+    if not (_is_int(num_classes) and num_classes >= 2):
+        raise ValueError(f"The 'num_classes' parameter of unlearn must be an int >= 2. "
+                         f"Got {num_classes!r} instead.")
+
+    start = time.perf_counter()
+    spec = cfg.spec
+    alpha, beta = cfg.weights
+    loss_u, loss_c = LOSSES[spec.loss_u], LOSSES[spec.loss_c]
+    min_size = max(2, cfg.k) if needs_se and cfg.noise == "microbatch" else 2
+    sets = {"forget": forget, "retain": retain}
+    device = next(model.parameters()).device
+    streams = _Streams(cfg.seed)
+    cpu = torch.device("cpu")
+    partners = {s: _cycle(len(sets[s][1]), cfg.batch_size, streams("partner", s, "order", cpu),
+                          min_size) for s in sets}
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    saliency = (saliency_at(model, forget, fraction=cfg.saliency_fraction)
+                if cfg.addon == "salun" else None)
+    setup_time = time.perf_counter() - start
+    state = MomentumState(None)
+    records: list[dict[str, Any]] = []
+    wall_time = setup_time
+
+    def draw(which: str, role: str, idx: Tensor, loss) -> Batch:
+        """The batch ``idx`` of one set: augmented, on the model's device, relabelled."""
+        x, y = sets[which]
+        idx = idx.to(y.device)
+        x = x[idx]
+        if augment_policy != "none":  # augment takes uint8 images; "none" also passes floats
+            x = data.augment(x, augment_policy, streams(role, which, "augment", x.device))
+        y = y[idx].to(device)
+        return x.to(device), loss.relabel(y, streams(role, which, "labels", device), num_classes)
+
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        gamma = l1_weight(cfg.l1_gamma, epoch - 1, cfg.epochs)
+        sums: dict[str, Any] = {"loss_u": 0.0, "loss_u_n": 0, "loss_c": 0.0, "loss_c_n": 0}
+        steps, diverged = 0, False
+        for one_pass in passes(spec):
+            a_w, b_w = alpha * one_pass.alpha_factor, beta * one_pass.beta_factor
+            need = {"forget": needs_both or a_w > 0, "retain": needs_both or b_w > 0}
+            main = _index_batches(len(sets[one_pass.over][1]), cfg.batch_size,
+                                  streams("main", one_pass.over, "order", cpu), min_size)
+            for idx in main:
+                est: dict[str, _Estimate | None] = {"forget": None, "retain": None}
+                for which, loss in (("forget", loss_u), ("retain", loss_c)):
+                    if need[which]:
+                        role = "main" if which == one_pass.over else "partner"
+                        x, y = draw(which, role, idx if role == "main" else next(partners[which]),
+                                    loss)
+                        est[which] = _estimate(model, params, loss.criterion, x, y, cfg, needs_se)
+                est_u, est_c = est["forget"], est["retain"]
+                g_u = est_u.mean if est_u else _zeros(params)
+                g_c = est_c.mean if est_c else _zeros(params)
+                if spec.penalty is not None and est_c is not None:
+                    penalty = PENALTIES[spec.penalty](params, gamma)
+                    g_c = {n: g_c[n] + penalty[n] for n in g_c}
+                losses = [e.loss for e in (est_u, est_c) if e is not None]
+                se_u, se_c = (est_u.se if est_u else None), (est_c.se if est_c else None)
+                if not (all(math.isfinite(v) for v in losses) and _finite(g_u, g_c, se_u, se_c)):
+                    diverged = True
+                    break
+                update = feasible_update(
+                    g_u, g_c, se_u, se_c, addon=cfg.addon, agg=cfg.agg, alpha=a_w, beta=b_w,
+                    p=cfg.p, saliency=saliency, focus_variant=cfg.focus_variant,
+                    renorm=cfg.renorm)
+                step, state = masked_sgd_step(params, update.direction, update.keep, state,
+                                              lr=cfg.learning_rate, momentum=cfg.momentum,
+                                              weight_decay=cfg.weight_decay)
+                aggregate = AGGREGATORS[cfg.agg](g_u, g_c, a_w, b_w)
+                for key, value in _step_stats(update.keep, g_u, g_c, update.direction, aggregate,
+                                              step).items():
+                    sums[key] = sums.get(key, 0.0) + value
+                for side, e in (("loss_u", est_u), ("loss_c", est_c)):
+                    if e is not None:
+                        sums[side] += e.loss
+                        sums[side + "_n"] += 1
+                steps += 1
+            if diverged:
+                break
+        diverged = diverged or not _finite({n: p.detach() for n, p in params.items()})
+        epoch_time = time.perf_counter() - t0
+        wall_time += epoch_time
+        record: dict[str, Any] = {"epoch": epoch, "steps": steps, "wall_time": epoch_time,
+                                  **_epoch_means(sums, steps), "diverged": diverged}
+        if spec.penalty is not None:
+            record["l1_weight"] = gamma
+        if on_epoch is not None:
+            record.update(on_epoch(epoch, model) or {})
+            model.train()
+        records.append(record)
+        if diverged:
+            return UnlearnResult(records, epoch, wall_time, setup_time)
+    return UnlearnResult(records, None, wall_time, setup_time)

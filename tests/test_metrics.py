@@ -1,0 +1,160 @@
+"""Tests for feasible.metrics on hand-made models and confidences."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from feasible.metrics import (
+    METRICS,
+    accuracy,
+    epochs_to_reach,
+    evaluate,
+    gaps,
+    mia_efficacy,
+    relative_ua,
+)
+
+
+class Scripted(nn.Module):
+    """Logits read from the input: ``x[:, 0]`` on class 0, 0 elsewhere; records its mode."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.classes = classes
+        self.modes = []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        logits = torch.zeros(len(x), self.classes, dtype=x.dtype)
+        logits[:, 0] = x[:, 0]
+        return logits + self.dummy
+
+
+class Oracle(nn.Module):
+    """A perfect classifier: the input is the one-hot label, scaled."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x):
+        return self.scale * x
+
+
+def one_hot_set(n, classes=10, seed=0):
+    y = torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed))
+    return nn.functional.one_hot(y, classes).float(), y
+
+
+def scripted_set(logit, n, seed):
+    """Samples of class 0 whose true-label logit is ``logit`` plus a little noise."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (logit + 0.3 * torch.randn(n, generator=gen))[:, None]
+    return x, torch.zeros(n, dtype=torch.int64)
+
+
+def test_perfect_model():
+    model = Oracle()
+    metrics = evaluate(model, forget=one_hot_set(50, seed=1), retain=one_hot_set(400, seed=2),
+                       test=one_hot_set(100, seed=3))
+    assert set(metrics) == set(METRICS)
+    assert metrics["UA"] == 0.0 and metrics["RA"] == 100.0 and metrics["TA"] == 100.0
+    assert 0.0 <= metrics["MIA"] <= 100.0
+
+
+def test_accuracy_by_hand_and_mode_restored():
+    model = Scripted()
+    model.train()
+    x = torch.tensor([[5.0], [5.0], [5.0], [-5.0]])  # predicts class 0, 0, 0, then class 1
+    y = torch.tensor([0, 0, 3, 0])
+    assert accuracy(model, x, y, batch_size=3) == 50.0
+    assert model.modes == [False, False] and model.training
+    model.eval()
+    accuracy(model, x, y)
+    assert not model.training
+
+
+def test_mia_efficacy_on_confidences():
+    gen = torch.Generator().manual_seed(0)
+    member = 0.95 + 0.05 * torch.rand(500, generator=gen)      # memorised: confident
+    non_member = 0.3 + 0.4 * torch.rand(500, generator=gen)    # unseen: unsure
+    remembered = 0.95 + 0.05 * torch.rand(100, generator=gen)
+    forgotten = 0.3 + 0.4 * torch.rand(100, generator=gen)
+    assert mia_efficacy(member, non_member, remembered) < 5.0
+    assert mia_efficacy(member, non_member, forgotten) > 95.0
+    assert math.isnan(mia_efficacy(member, non_member, torch.tensor([0.5, math.nan])))
+
+
+def test_mia_memorised_versus_not():
+    model = Scripted()
+    retain = scripted_set(8.0, 600, seed=1)     # confident: members
+    test = scripted_set(0.0, 300, seed=2)       # unsure: non-members
+    memorised = evaluate(model, forget=scripted_set(8.0, 100, seed=3), retain=retain, test=test)
+    forgotten = evaluate(model, forget=scripted_set(0.0, 100, seed=4), retain=retain, test=test)
+    assert memorised["MIA"] < 5.0 and forgotten["MIA"] > 95.0
+    assert memorised["UA"] == 0.0
+
+
+def test_evaluate_is_seeded_and_caps_the_attack():
+    model = Scripted()
+    sets = dict(forget=scripted_set(3.0, 50, 1), retain=scripted_set(4.0, 500, 2),
+                test=scripted_set(2.5, 200, 3))
+    assert evaluate(model, **sets, seed=5) == evaluate(model, **sets, seed=5)
+    capped = evaluate(model, **sets, mia_samples=20)
+    assert 0.0 <= capped["MIA"] <= 100.0
+
+
+def test_nan_logits_do_not_crash():
+    model = Oracle()
+    with torch.no_grad():
+        model.scale.fill_(math.nan)
+    metrics = evaluate(model, forget=one_hot_set(20, seed=1), retain=one_hot_set(50, seed=2),
+                       test=one_hot_set(30, seed=3))
+    assert metrics["UA"] == 100.0 and metrics["RA"] == 0.0 and metrics["TA"] == 0.0
+    assert math.isnan(metrics["MIA"])
+
+
+def test_gaps():
+    out = gaps({"UA": 5.0, "RA": 99.0, "TA": 90.0, "MIA": 10.0},
+               {"UA": 8.0, "RA": 100.0, "TA": 91.0, "MIA": 14.0})
+    assert out == {"UA": 3.0, "RA": 1.0, "TA": 1.0, "MIA": 4.0, "avg_gap": 2.25}
+    assert gaps({"UA": 1.0}, {"UA": 4.0}, keys=("UA",)) == {"UA": 3.0, "avg_gap": 3.0}
+    assert math.isnan(gaps({"UA": math.nan}, {"UA": 4.0}, keys=("UA",))["avg_gap"])
+    with pytest.raises(ValueError, match="'reference' parameter of gaps lacks"):
+        gaps({"UA": 1.0, "RA": 1.0, "TA": 1.0, "MIA": 1.0}, {"UA": 1.0})
+
+
+def test_relative_ua():
+    assert relative_ua(5.0, 10.0) == 0.5
+    assert math.isnan(relative_ua(5.0, 0.0))
+    assert math.isnan(relative_ua(math.nan, 3.0))
+    with pytest.raises(ValueError, match="'ua'"):
+        relative_ua(-1.0, 3.0)
+
+
+def test_epochs_to_reach():
+    assert epochs_to_reach([0.0, 3.0, 9.5, 10.0], 10.0) == 3
+    assert epochs_to_reach([0.0, 3.0, 9.5, 10.0], 10.0, tol=0.0) == 4
+    assert epochs_to_reach([0.0, 20.0], 10.0) is None
+    assert epochs_to_reach([math.nan, 10.0], 10.0) == 2
+    assert epochs_to_reach([], 10.0) is None
+    with pytest.raises(ValueError, match="'tol'"):
+        epochs_to_reach([1.0], 1.0, tol=-1.0)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"batch_size": 0}, "'batch_size'"),
+    ({"mia_samples": 1}, "'mia_samples'"),
+    ({"seed": -1}, "'seed'"),
+])
+def test_evaluate_validation(kwargs, needle):
+    sets = dict(forget=one_hot_set(5), retain=one_hot_set(5), test=one_hot_set(5))
+    with pytest.raises(ValueError, match=needle):
+        evaluate(Oracle(), **sets, **kwargs)
+    x, y = one_hot_set(5)
+    with pytest.raises(ValueError, match="'forget'"):
+        evaluate(Oracle(), forget=(x[:0], y[:0]), retain=(x, y), test=(x, y))
