@@ -5,7 +5,6 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 export PYTHONPATH := $(CURDIR)
-export MPLBACKEND := agg
 ENV := tools/env.sh
 
 .PHONY: book test test-fast env datasets screenshots clean

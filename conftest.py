@@ -1,7 +1,8 @@
 """pytest set-up shared by the unit tests and nbval over the book's notebooks."""
 import os
 
-os.environ.setdefault("MPLBACKEND", "agg")
+# A kernel that inherits MPLBACKEND=agg draws no inline figures: let notebooks use the inline backend.
+os.environ.pop("MPLBACKEND", None)
 
 
 def pytest_collectstart(collector):

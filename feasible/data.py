@@ -22,9 +22,9 @@ from feasible.paths import ROOT, cache_dir, shared_datasets_dir
 #: The datasets :func:`load` knows, by name.
 DATASETS: tuple[str, ...] = ("cifar10", "svhn", "fashion_mnist", "digits")
 
-#: Training-time augmentation per dataset, as in SalUn's protocol: random crop with zero
+#: Training-time augmentation per dataset, as in SalUn's protocol (random crop with zero
 #: padding 4 and horizontal flip for CIFAR-10; none for SVHN (digits must not be mirrored),
-#: Fashion-MNIST and scikit-learn's digits.
+#: Fashion-MNIST and scikit-learn's digits).
 AUGMENTATION: dict[str, str] = {
     "cifar10": "crop_flip",
     "svhn": "none",
@@ -51,9 +51,9 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
 )
 DIGITS_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 
-#: scikit-learn's digits has no official test split: a stratified 25% of the 1,797 images is
-#: held out as the test set, always drawn with this seed (like an official split, it does not
-#: change with the ``seed`` of :func:`load`, which only moves the validation split).
+#: The share of scikit-learn's digits held out as a test set (there is no official split);
+#: a stratified 25% of the 1,797 images, always drawn with this seed (like an official split,
+#: it does not change with the ``seed`` of :func:`load`, which only moves the validation split).
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_TEST_SEED = 0
 

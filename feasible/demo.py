@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from feasible import data, models
+from feasible.metrics import accuracy
 
 Batch = tuple[Tensor, Tensor]
 
@@ -44,6 +45,7 @@ def digits_problem(
     *,
     seed: int = 0,
     forget_fraction: float = 0.1,
+    forget_class: int | None = None,
     model: str = "mlp",
     width: int = 64,
     epochs: int = 60,
@@ -54,7 +56,9 @@ def digits_problem(
 
     Args:
         seed: seeds the split, the initialisation and the batch order.
-        forget_fraction: share of the training set to forget, in (0, 1).
+        forget_fraction: share of the training set to forget, in (0, 1), drawn at random.
+        forget_class: forget every training image of this class instead (class-wise
+            forgetting; the class is then also dropped from the test set).
         model: a name of :data:`feasible.models.MODELS` ("mlp" or "small_cnn" suit 8x8 images).
         width: the model's width.
         epochs: training epochs (SGD with momentum 0.9).
@@ -65,7 +69,10 @@ def digits_problem(
         The trained model (in eval mode) and the forget, retain and test sets.
     """
     digits = data.load("digits", seed=seed)
-    split = data.forget_split(digits, "random", fraction=forget_fraction, seed=seed)
+    if forget_class is None:
+        split = data.forget_split(digits, "random", fraction=forget_fraction, seed=seed)
+    else:
+        split = data.forget_split(digits, "class", cls=forget_class, seed=seed)
     torch.manual_seed(seed)
     net = models.build_model(
         model,
@@ -90,16 +97,10 @@ def digits_problem(
         model=net,
         forget=(x[split.forget_idx], y[split.forget_idx]),
         retain=(x[split.retain_idx], y[split.retain_idx]),
-        test=(digits.x_test, digits.y_test),
+        test=(digits.x_test[split.test_keep], digits.y_test[split.test_keep]),
         train_accuracy=accuracy(net, x, y),
-        test_accuracy=accuracy(net, digits.x_test, digits.y_test),
+        test_accuracy=accuracy(net, digits.x_test[split.test_keep], digits.y_test[split.test_keep]),
     )
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Percentage of ``x`` that ``model`` classifies as ``y``."""
-    return 100.0 * (model(x).argmax(1) == y).float().mean().item()
 
 
 def full_gradient(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], batch: Batch) -> dict[str, Tensor]:

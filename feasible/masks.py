@@ -167,7 +167,7 @@ class _FocusVariant(NamedTuple):
     apply: Callable[[Tensor, Tensor], Tensor]
 
 
-#: The focus variants of THEORY.md section 5: "default" u = f * abs(a), "soft" u = w * a.
+#: Focus variants by name (THEORY.md section 5); "default" gives u = f * abs(a) and "soft" u = w * a.
 FOCUS_VARIANTS: dict[str, _FocusVariant] = {
     "default": _FocusVariant(_signed_focus, _times_abs),
     "soft": _FocusVariant(_soft_weight, torch.mul),

@@ -77,9 +77,9 @@ class Loss(NamedTuple):
         return self.criterion(outputs, self.relabel(targets, generator, num_classes))
 
 
-#: Cross-entropy against the true labels: the utility loss ``L_C`` of every method.
+#: Cross-entropy against the true labels, the utility loss ``L_C`` of every method.
 ce = Loss(_true_labels, _ce)
-#: Negative cross-entropy against the true labels: gradient ascent's ``L_U``.
+#: Negative cross-entropy against the true labels, gradient ascent's ``L_U``.
 neg_ce = Loss(_true_labels, _neg_ce)
 #: RL's ``L_U``: cross-entropy against labels drawn uniformly from all classes, so a drawn label
 #: may equal the true one. As in SalUn's CIFAR-10/SVHN code (``unlearn/RL.py``), the labels are
@@ -232,6 +232,7 @@ def _names(options) -> str:
 # UA 0.0 for the original, 5.8 for the retrained model; batch 128, 5 epochs, add-on "none").
 # FT, l1-sparse and NGPlus moved UA at no rate that did not collapse the model there, so they
 # keep DESIGN.md's small-CNN scale. These are starting points: each scale tunes its own.
+#: The base methods of THEORY.md section 1, by name.
 METHODS: dict[str, MethodSpec] = {
     "ft": MethodSpec(
         name="ft", loss_u="neg_ce", loss_c="ce", alpha=0.0, beta=1.0, batching="retain",

@@ -175,7 +175,7 @@ class UnlearnConfig:
 
     @property
     def learning_rate(self) -> float:
-        """The learning rate in force: the config's where given, else the method's default."""
+        """The learning rate in force (the config's where given, else the method's default)."""
         return float(self.spec.lr if self.lr is None else self.lr)
 
 

@@ -8,6 +8,7 @@ changed executes nothing. Usage: ``python tools/build_book.py [NAME ...] [--no-r
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def vendor_mathjax() -> None:
 
 
 def main(names: list[str]) -> int:
+    os.environ.pop("MPLBACKEND", None)  # a kernel with MPLBACKEND=agg would draw no inline figures
     render = "--no-render" not in names
     names = [n for n in names if not n.startswith("--")]
     templates = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -76,10 +78,10 @@ def main(names: list[str]) -> int:
     if not render:
         return 0
     vendor_mathjax()
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "-W", "-n", "--keep-going"]
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(ROOT), "-W", "-n", "--keep-going", "--all"]
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
     if jb:
-        cmd = [jb, "build", str(ROOT), "-W", "-n", "--keep-going"]
+        cmd = [jb, "build", str(ROOT), "-W", "-n", "--keep-going", "--all"]
     rc = subprocess.call(cmd, cwd=ROOT)
     if rc == 0:
         print(f"book: file://{ROOT / '_build' / 'html' / 'index.html'}")
