@@ -1,4 +1,4 @@
-"""Original and retrained models: one training recipe, checkpoints cached by a hash of their inputs."""
+"""Original and retrained models: one training recipe, checkpoints cached by their inputs' hash."""
 from __future__ import annotations
 
 import hashlib
@@ -53,7 +53,7 @@ class TrainConfig:
     momentum: float = 0.9      # SalUn protocol (DESIGN.md)
     weight_decay: float = 5e-4  # SalUn protocol (DESIGN.md)
     batch_size: int = 256      # SalUn protocol (DESIGN.md)
-    schedule: str = "onecycle"  # ours: a short linear warm-up/decay cycle instead of SalUn's 182 epochs
+    schedule: str = "onecycle"  # ours: a short warm-up/decay cycle, not SalUn's 182 epochs
     warmup_fraction: float = 0.15  # ours (airbench-style triangle); unused by multistep/constant
     augment: bool = True       # SalUn protocol: crop+flip for CIFAR-10, none for SVHN/digits
     seed: int = 0
@@ -134,7 +134,8 @@ def data_fingerprint(data: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def checkpoint_key(data: Any, idx: torch.Tensor, cfg: TrainConfig, *, fingerprint: str | None = None) -> str:
+def checkpoint_key(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
+                   fingerprint: str | None = None) -> str:
     """The hash of everything that determines a trained model's weights.
 
     Args:
@@ -193,8 +194,8 @@ def train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
     idx = torch.as_tensor(idx, dtype=torch.int64)
     n_all = len(data.x_train)
     if idx.ndim != 1 or len(idx) == 0 or int(idx.min()) < 0 or int(idx.max()) >= n_all:
-        raise ValueError(f"The 'idx' parameter of train must be a non-empty 1-d tensor of indices in "
-                         f"[0, {n_all}). Got shape {tuple(idx.shape)} instead.")
+        raise ValueError(f"The 'idx' parameter of train must be a non-empty 1-d tensor of "
+                         f"indices in [0, {n_all}). Got shape {tuple(idx.shape)} instead.")
     device = torch.device(device)
     start = time.perf_counter()
     model = new_model(data, cfg).to(device)

@@ -1,0 +1,188 @@
+"""The command line: ``python -m feasible run|sweep|list`` (see ``--help`` of each)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any, Sequence
+
+from feasible.experiment import SCALES, Config, record_path
+from feasible.train import SCHEDULES, TrainConfig
+
+#: Metric columns of the table ``run`` prints.
+COLUMNS: tuple[str, ...] = ("UA", "RA", "TA", "MIA", "avg_gap")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _kind(annotation: str) -> type | None:
+    """The argparse type of a dataclass field from its (string) annotation."""
+    base = str(annotation).split("|")[0].strip()
+    return {"bool": bool, "int": int, "float": float, "str": str}.get(base)
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
+                skip: Sequence[str] = ()) -> None:
+    """One option per field of the dataclass ``cls``; the default is left to the class."""
+    for f in dataclasses.fields(cls):
+        kind = _kind(f.type)
+        if f.name in skip or kind is None:
+            continue
+        option = _option(prefix + f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"(default: {default!r}, or the scale's preset)" if prefix else \
+            f"(default: {default!r})"
+        if kind is bool:
+            parser.add_argument(option, dest=prefix + f.name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(option, dest=prefix + f.name, type=kind, default=None,
+                                help=help_text, metavar=kind.__name__.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m feasible``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m feasible",
+        description="Feasible updates for first-order unlearning: run one configuration, a "
+                    "sweep over a grid, or list what is available.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one configuration and print its final metrics",
+                         description="Run one configuration (every Config field is an option; "
+                                     "--train-* override the scale's training recipe).")
+    _add_fields(run, Config, skip=("train",))
+    _add_fields(run, TrainConfig, prefix="train_", skip=("model",))
+    run.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    run.add_argument("--force", action="store_true", help="recompute an existing record")
+
+    sweep = sub.add_parser("sweep", help="run every configuration of a grid file",
+                           description="Run a grid's configurations that have no record yet.")
+    sweep.add_argument("grid", help="a grid JSON file, e.g. grids/smoke.json")
+    sweep.add_argument("--dry-run", action="store_true", help="list what would run; run nothing")
+    sweep.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="compute at most N configurations")
+    sweep.add_argument("--shard", default=None, metavar="I/N",
+                       help="only configurations I, I+N, I+2N, ... of the grid (0-based I)")
+    sweep.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sub.add_parser("list", help="datasets, models, methods, add-ons and scales")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+              if getattr(args, f.name, None) is not None}
+    if "method" not in values:
+        raise ValueError("The '--method' option is required; run 'python -m feasible list' for "
+                         "the methods.")
+    config = Config(**values)
+    overrides = {f.name: getattr(args, "train_" + f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, "train_" + f.name, None) is not None}
+    if overrides:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train_config(),
+                                                                        **overrides))
+    return config
+
+
+def _table(record: dict[str, Any]) -> str:
+    rows = [(name, dict(record[name]["metrics"], avg_gap=record[name].get("avg_gap")))
+            for name in ("original", "retrained")]
+    rows.append(("unlearned", record["final"]))
+    lines = [f"{'':10s}" + "".join(f"{c:>9s}" for c in COLUMNS)]
+    for name, metrics in rows:
+        cells = []
+        for c in COLUMNS:
+            v = metrics.get(c)
+            cells.append(f"{'-':>9s}" if v is None else f"{v:9.2f}")
+        lines.append(f"{name:10s}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from feasible.experiment import run
+
+    config = _config_from_args(args)
+    record = run(config, device=args.device, force=args.force)
+    print(f"{config.dataset} / {config.model} / {config.scenario} / {config.method} + "
+          f"{config.addon} (scale {config.scale}, seed {config.seed}); data: "
+          f"{record['data']['source']}")
+    print(_table(record))
+    final = record["final"]
+    print(f"epochs to reach the retrained UA (within 1 point): "
+          f"{final.get('epochs_to_reach_retrain_ua')}; diverged at epoch: "
+          f"{record['diverged_epoch']}; unlearning time: {final.get('unlearn_wall_time', 0):.1f} s")
+    print(f"record: {record_path(config)}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from feasible.sweep import expand, label, load_grid, sweep
+
+    if args.limit is not None and args.limit < 0:
+        raise ValueError(f"The '--limit' option must be an int >= 0. Got {args.limit} instead.")
+    configs = expand(load_grid(args.grid))
+    if args.shard is not None:
+        try:
+            index, count = (int(v) for v in args.shard.split("/"))
+            assert 0 <= index < count
+        except (ValueError, AssertionError):
+            raise ValueError(f"The '--shard' option must be I/N with 0 <= I < N. "
+                             f"Got {args.shard!r} instead.") from None
+        configs = configs[index::count]
+    summary = sweep(configs, device=args.device, limit=args.limit, dry_run=args.dry_run,
+                    progress=not args.no_progress)
+    if args.dry_run:
+        for config in configs:
+            state = "recorded" if record_path(config).exists() else "to run"
+            print(f"{state:9s} {record_path(config).name}  {label(config)}")
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failed else 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    del args
+    from feasible.data import DATASETS
+    from feasible.masks import ADDONS
+    from feasible.methods import METHODS
+    from feasible.models import MODELS
+
+    print("datasets:", ", ".join(DATASETS))
+    print("models:  ", ", ".join(MODELS))
+    print("methods:")
+    for name, spec in METHODS.items():
+        print(f"  {name:10s} lr {spec.lr:<6g} {spec.description}")
+    print("add-ons: ", ", ".join(ADDONS))
+    print("schedules:", ", ".join(SCHEDULES))
+    print("scales:")
+    for name, scale in SCALES.items():
+        print(f"  {name:6s} {scale.description}; datasets {', '.join(scale.datasets)}; "
+              f"models {', '.join(scale.models)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command.
+
+    Args:
+        argv: the arguments (``None``: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 when a sweep had failures, 2 for a bad argument.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = {"run": _run, "sweep": _sweep, "list": _list}[args.command]
+    try:
+        return command(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
