@@ -2,13 +2,15 @@
 
 A template in notebooks/ is executed with papermill into book/<same name> when the executed
 copy is missing or was made from other sources: each executed copy records, in its metadata,
-the hash of its template and of the library it ran against. A second `make book` with nothing
-changed executes nothing. Usage: ``python tools/build_book.py [NAME ...] [--no-render]`` (names: template stems).
+the hash of its template and of the library modules it imports (directly or through each
+other). A second `make book` with nothing changed executes nothing.
+Usage: ``python tools/build_book.py [NAME ...] [--no-render]`` (names: template stems).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,13 +23,49 @@ import papermill
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+(feasible(?:\.\w+)*)[ \t]+import[ \t]+(\([\w\s,]+\)|[\w \t,]+)"
+    r"|import[ \t]+(feasible(?:\.\w+)*))",
+    re.M,
+)
+
+
+def _module_file(dotted: str) -> Path | None:
+    path = ROOT.joinpath(*dotted.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def library_files(code: str) -> set[Path]:
+    """The ``feasible`` source files that ``code`` imports, directly or through each other."""
+    found: set[Path] = set()
+    todo = [code]
+    while todo:
+        for package, names, module in _IMPORT.findall(todo.pop()):
+            dotted = [module or package]
+            dotted += [f"{package}.{name.strip()}" for name in names.strip("()").split(",")
+                       if package and name.strip()]
+            dotted += [".".join(dotted[0].split(".")[:i]) for i in range(1, dotted[0].count(".") + 1)]
+            for name in dotted:
+                path = _module_file(name)
+                if path is not None and path not in found:
+                    found.add(path)
+                    todo.append(path.read_text())
+    return found
+
+
 def source_hash(template: Path) -> str:
-    """Hash of what determines an executed notebook: its template and the library's code."""
+    """Hash of what determines an executed notebook: its template and the library code it imports."""
     nb = nbformat.read(template, as_version=4)
     h = hashlib.sha256()
+    code = ""
     for cell in nb.cells:  # sources only: stray outputs or ids in a template change nothing
         h.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0")
-    for path in sorted((ROOT / "feasible").rglob("*.py")):
+        if cell.cell_type == "code":
+            code += cell.source + "\n"
+    for path in sorted(library_files(code)):
         h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
