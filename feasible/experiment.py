@@ -18,6 +18,7 @@ import torch
 
 from feasible.paths import ROOT, results_dir
 from feasible.train import TrainConfig, original_and_retrained
+from feasible.unlearn import UnlearnConfig, relevant_fields, unlearn
 
 #: The forgetting scenarios (``feasible.data.forget_split``).
 SCENARIOS: tuple[str, ...] = ("random", "class")
@@ -119,23 +120,19 @@ SCALES: dict[str, Scale] = {
     ),
 }
 
-#: The unlearning fields of :class:`Config`, passed on to ``feasible.unlearn.UnlearnConfig``.
-UNLEARN_FIELDS: tuple[str, ...] = (
-    "method", "addon", "agg", "alpha", "beta", "p", "focus_variant", "renorm", "lr", "epochs",
-    "batch_size", "momentum", "weight_decay", "noise", "k", "saliency_fraction", "ngplus_a",
-    "l1_gamma", "seed",
-)
+#: The unlearning fields of :class:`Config`: those of ``feasible.unlearn.UnlearnConfig``.
+UNLEARN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UnlearnConfig))
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config:
+class Config(UnlearnConfig):
     """One experiment: data, forgetting scenario, original-model recipe and unlearning run.
 
     Frozen and validated when built; nothing changes it afterwards, so the stored configuration
     is the one that ran. ``dataset`` and ``model`` left as ``None`` take the scale's defaults,
     and ``forget_fraction`` left as ``None`` takes 0.1 for the random scenario (both resolved at
-    construction). The unlearning fields mean what they mean in
-    ``feasible.unlearn.UnlearnConfig`` and are validated there.
+    construction). The unlearning fields (``method``, ``addon``, ``lr``, ...) are inherited from
+    ``feasible.unlearn.UnlearnConfig``, with its defaults and its validation.
 
     Args:
         method: a base method, a key of ``feasible.methods.METHODS``.
@@ -156,33 +153,14 @@ class Config:
             message names the field, the value and what is allowed.
     """
 
-    method: str
-    addon: str = "none"
     dataset: str | None = None
     model: str | None = None
     scenario: str = "random"
     forget_fraction: float | None = None
     forget_class: int | None = None
     scale: str = "cpu"
-    seed: int = 0
     data_root: str | None = None
     train: TrainConfig | None = None
-    agg: str = "lin"
-    alpha: float | None = None
-    beta: float | None = None
-    p: float = 0.45
-    focus_variant: str = "default"
-    renorm: bool = False
-    lr: float | None = None
-    epochs: int = 5
-    batch_size: int = 128
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    noise: str = "microbatch"
-    k: int = 8
-    saliency_fraction: float = 0.5
-    ngplus_a: float = 0.95
-    l1_gamma: float = 5e-4
 
     def __post_init__(self) -> None:
         from feasible.data import DATASETS
@@ -200,8 +178,6 @@ class Config:
             raise ValueError(_unknown("dataset", self.dataset, DATASETS))
         if self.model not in MODELS:
             raise ValueError(_unknown("model", self.model, MODELS))
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(_bad("seed", self.seed, "an int >= 0"))
         if self.scenario not in SCENARIOS:
             raise ValueError(_unknown("scenario", self.scenario, SCENARIOS))
         if self.scenario == "random":
@@ -230,12 +206,10 @@ class Config:
             if self.train.model != self.model:
                 raise ValueError(_bad("train", f"TrainConfig(model={self.train.model!r})",
                                       f"a recipe for the configuration's model {self.model!r}"))
-        self.unlearn_config()  # validates every unlearning field
+        super().__post_init__()  # validates every unlearning field
 
-    def unlearn_config(self) -> Any:
-        """The ``feasible.unlearn.UnlearnConfig`` of this configuration."""
-        from feasible.unlearn import UnlearnConfig
-
+    def unlearn_config(self) -> UnlearnConfig:
+        """The ``feasible.unlearn.UnlearnConfig`` part of this configuration."""
         return UnlearnConfig(**{name: getattr(self, name) for name in UNLEARN_FIELDS})
 
     def train_config(self) -> TrainConfig:
@@ -281,8 +255,6 @@ def hashed_fields(config: Config) -> dict[str, Any]:
     Returns:
         A JSON-serialisable dict.
     """
-    from feasible.unlearn import relevant_fields
-
     values = {k: v for k, v in config.to_dict().items()
               if k not in UNLEARN_FIELDS and k not in ("data_root", "train")}
     values["train"] = asdict(config.train_config())
@@ -357,7 +329,6 @@ def run(config: Config, *, device: str | torch.device | None = None, force: bool
     from feasible.data import AUGMENTATION, forget_split, load
     from feasible.methods import METHODS
     from feasible.metrics import epochs_to_reach, evaluate, gaps, relative_ua
-    from feasible.unlearn import unlearn
 
     path = record_path(config)
     if path.exists() and not force:
