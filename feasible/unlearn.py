@@ -112,9 +112,11 @@ class UnlearnConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        owner = type(self).__name__  # a subclass (feasible.experiment.Config) names itself
+
         def bad(name: str, allowed: str) -> ValueError:
             return ValueError(
-                f"The '{name}' parameter of UnlearnConfig must be {allowed}. "
+                f"The '{name}' field of {owner} must be {allowed}. "
                 f"Got {getattr(self, name)!r} instead."
             )
 
@@ -156,7 +158,7 @@ class UnlearnConfig:
         alpha, beta = self.weights
         if alpha == 0 and beta == 0:
             raise ValueError(
-                f"The weights of UnlearnConfig are both 0 for method {self.method!r} "
+                f"The weights of {owner} are both 0 for method {self.method!r} "
                 f"(alpha={self.alpha!r}, beta={self.beta!r}): every update would be zero. "
                 "Give alpha or beta a value > 0."
             )

@@ -66,7 +66,7 @@ def test_run_train_options_override_the_preset(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--method", "ngplsu"], "Unknown method 'ngplsu'; expected one of"),
     (["--method", "ft", "--addon", "porb"], "Unknown add-on 'porb'"),
-    (["--method", "ft", "--p", "1.5"], "The 'p' parameter of UnlearnConfig must be a float"),
+    (["--method", "ft", "--p", "1.5"], "The 'p' field of Config must be a float"),
     (["--method", "ft", "--forget-class", "3"], "'forget_class' field of Config must be None"),
     (["--method", "ft", "--dataset", "mnist"], "Unknown dataset 'mnist'"),
     (["--method", "ft", "--train-lr", "-1"], "'lr' parameter of TrainConfig must be a float > 0"),

@@ -48,7 +48,7 @@ def _tmp_dirs(tmp_path, monkeypatch):
     (dict(train={"model": "mlp"}), "'train' field of Config must be None or a"),
     (dict(method="ngplsu"), "Unknown method 'ngplsu'; expected one of 'ft'"),
     (dict(addon="porb"), "Unknown add-on 'porb'; expected one of 'none', 'salun', 'and'"),
-    (dict(p=1.5), "The 'p' parameter of UnlearnConfig must be a float in the open interval"),
+    (dict(p=1.5), "The 'p' field of Config must be a float in the open interval"),
     (dict(epochs=0), "'epochs'"),
     (dict(k=1), "'k'"),
 ])

@@ -268,12 +268,12 @@ def test_prob_with_per_sample_noise(digits):
     ({"agg": "max"}, "Unknown aggregator 'max'"),
     ({"focus_variant": "hard"}, "Unknown focus variant 'hard'"),
     ({"noise": "bootstrap"}, "Unknown noise estimator 'bootstrap'"),
-    ({"p": 1.5}, "'p' parameter of UnlearnConfig must be a float in the open interval (0, 1). "
+    ({"p": 1.5}, "'p' field of UnlearnConfig must be a float in the open interval (0, 1). "
                  "Got 1.5"),
     ({"alpha": -1.0}, "'alpha'"),
     ({"beta": float("nan")}, "'beta'"),
     ({"lr": 0.0}, "'lr'"),
-    ({"epochs": 0}, "'epochs' parameter of UnlearnConfig must be an int >= 1. Got 0"),
+    ({"epochs": 0}, "'epochs' field of UnlearnConfig must be an int >= 1. Got 0"),
     ({"epochs": 2.0}, "'epochs'"),
     ({"batch_size": 1}, "'batch_size'"),
     ({"momentum": 1.0}, "'momentum'"),
