@@ -69,6 +69,7 @@ def _recipes(**kwargs: TrainConfig) -> dict[str, TrainConfig]:
 
 # Recipes. Every one trains until the original model memorises its training set (train accuracy
 # >= 99%, DESIGN.md); the measured accuracies are in the README and the records.
+#: The scales by name (DESIGN.md), one parameter for the same code.
 SCALES: dict[str, Scale] = {
     "smoke": Scale(
         name="smoke",
@@ -443,7 +444,7 @@ def write_record(record: dict[str, Any], path: Path) -> dict[str, Any]:
     """Write ``record`` as JSON to ``path`` atomically (a temporary file, then ``os.replace``).
 
     Returns:
-        The record as stored: JSON types, NaN and infinities as ``None``.
+        The record as stored (JSON types, NaN and infinities as ``None``).
     """
     text = json.dumps(_jsonable(record), indent=1, sort_keys=True, allow_nan=False)
     path.parent.mkdir(parents=True, exist_ok=True)
