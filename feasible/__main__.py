@@ -1,4 +1,4 @@
-"""The command line: ``python -m feasible run|sweep|list`` (see ``--help`` of each)."""
+"""The command line: ``python -m feasible run|sweep|list|bench`` (see ``--help`` of each)."""
 from __future__ import annotations
 
 import argparse
@@ -70,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser("list", help="datasets, models, methods, add-ons and scales")
+
+    bench = sub.add_parser("bench", help="seconds per unlearning step of each add-on, as a "
+                                         "ratio to the plain step, measured side by side")
+    bench.add_argument("--model", default="small_cnn", help="a model name (default: small_cnn)")
+    bench.add_argument("--method", default="ngplus", help="the base method (default: ngplus)")
+    bench.add_argument("--batch-size", type=int, default=128, metavar="INT")
+    bench.add_argument("--steps", type=int, default=10, metavar="INT",
+                       help="steps timed per add-on (default: 10)")
+    bench.add_argument("--noise", default="microbatch", help="microbatch or per_sample")
+    bench.add_argument("--k", type=int, default=8, metavar="INT", help="micro-batches (default: 8)")
+    bench.add_argument("--width", type=int, default=None, metavar="INT")
+    bench.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     return parser
 
 
@@ -165,6 +177,22 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from feasible.bench import bench
+
+    rows = bench(args.model, method=args.method, batch_size=args.batch_size, steps=args.steps,
+                 noise=args.noise, k=args.k, width=args.width, device=args.device)
+    print(f"{args.model}, method {args.method}, batch {args.batch_size}, {args.steps} steps per "
+          f"add-on, noise {args.noise} (k={args.k}); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s)")
+    print(f"{'add-on':8s}{'s/step':>10s}{'x none':>8s}{'setup s':>9s}")
+    for row in rows:
+        print(f"{row['addon']:8s}{row['step_s']:10.4f}{row['ratio']:8.2f}{row['setup_s']:9.3f}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command.
 
@@ -176,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"run": _run, "sweep": _sweep, "list": _list}[args.command]
+    command = {"run": _run, "sweep": _sweep, "list": _list, "bench": _bench}[args.command]
     try:
         return command(args)
     except (ValueError, FileNotFoundError) as err:
