@@ -7,7 +7,7 @@ from feasible.masks import ADDONS
 from feasible.models import MODELS, build_model
 from feasible.unlearn import UnlearnConfig, unlearn
 
-#: Input shape per benchmark model: (channels, image size), as the scales use them.
+#: The input shape (channels, image size) of each benchmark model, as the scales use it.
 SHAPES: dict[str, tuple[int, int]] = {"mlp": (1, 28), "small_cnn": (1, 28), "resnet18": (3, 32),
                                       "vgg16_bn": (3, 32)}
 
@@ -45,7 +45,7 @@ def bench(
         seed: seeds the data, the model and the loop.
 
     Returns:
-        One row per add-on: ``addon``, ``step_s`` (seconds per step), ``ratio`` (to
+        One row per add-on, with ``addon``, ``step_s`` (seconds per step), ``ratio`` (to
         ``"none"``) and ``setup_s``.
 
     Raises:
