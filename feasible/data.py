@@ -611,23 +611,33 @@ def _not_found(
     return FileNotFoundError(f"{what} not found. Looked for:\n{places}{note}\n{how}")
 
 
-def _locate_cifar10(root: Path | None, download: bool) -> _Source:
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+def _find_official(name: str, root: Path | None, subfolder: str, names: Sequence[str],
+                   download: bool) -> tuple[Path | None, list[Path], str]:
+    """The first search folder (or its ``subfolder``) holding every file of ``names``.
 
-    def official() -> tuple[Path | None, list[Path]]:
+    When none does and ``download`` is set, tries torchvision's download, then looks again.
+    Returns the folder (or ``None``), the paths looked at, and the download's error message.
+    """
+    def look() -> tuple[Path | None, list[Path]]:
         looked = []
         for base in _bases(root):
-            for folder in (base, base / "cifar-10-batches-py"):
-                looked.append(folder / "data_batch_1")
+            for folder in (base, base / subfolder):
+                looked.append(folder / names[0])
                 if all((folder / n).is_file() for n in names):
                     return folder, looked
         return None, looked
 
-    folder, looked = official()
+    folder, looked = look()
     error = ""
     if folder is None and download:
-        error = _try_download("cifar10", root if root is not None else DATA_DIR)
-        folder, looked = official()
+        error = _try_download(name, root if root is not None else DATA_DIR)
+        folder, looked = look()
+    return folder, looked, error
+
+
+def _locate_cifar10(root: Path | None, download: bool) -> _Source:
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    folder, looked, error = _find_official("cifar10", root, "cifar-10-batches-py", names, download)
     if folder is not None:
         files = tuple(folder / n for n in names)
         return _Source("cifar10-batches", files, f"CIFAR-10, official python batches in {folder}",
@@ -657,20 +667,7 @@ def _locate_cifar10(root: Path | None, download: bool) -> _Source:
 def _locate_svhn(root: Path | None, download: bool) -> _Source:
     names = ("train_32x32.mat", "test_32x32.mat")
 
-    def official() -> tuple[Path | None, list[Path]]:
-        looked = []
-        for base in _bases(root):
-            for folder in (base, base / "svhn"):
-                looked.append(folder / names[0])
-                if all((folder / n).is_file() for n in names):
-                    return folder, looked
-        return None, looked
-
-    folder, looked = official()
-    error = ""
-    if folder is None and download:
-        error = _try_download("svhn", root if root is not None else DATA_DIR)
-        folder, looked = official()
+    folder, looked, error = _find_official("svhn", root, "svhn", names, download)
     if folder is None:
         raise _not_found(
             "SVHN (train_32x32.mat and test_32x32.mat)", looked,
