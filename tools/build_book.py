@@ -84,7 +84,12 @@ def execute(template: Path, executed: Path, key: str) -> None:
     )
     nb = nbformat.read(executed, as_version=4)
     nb.metadata["feasible"] = {"source_hash": key}
-    nb.metadata.get("papermill", {}).pop("duration", None)
+    for field in ("duration", "start_time", "end_time"):  # keep re-executions diffable
+        nb.metadata.get("papermill", {}).pop(field, None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for field in ("duration", "start_time", "end_time", "status", "exception"):
+            cell.metadata.get("papermill", {}).pop(field, None)
     nbformat.write(nb, executed)
     print(f"  done in {time.time() - t0:.0f} s", flush=True)
 
