@@ -9,7 +9,6 @@ import pickle
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from feasible._validate import is_int, is_real, names
 from feasible.paths import ROOT, cache_dir, shared_datasets_dir
 
 #: The datasets :func:`load` knows, by name.
@@ -151,17 +151,8 @@ class _Source(NamedTuple):
 
 # --------------------------------------------------------------------------- validation
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
 def _unknown(kind: str, value: object, allowed: Sequence[str]) -> ValueError:
-    options = ", ".join(repr(a) for a in allowed)
-    return ValueError(f"Unknown {kind} {value!r}; expected one of {options}.")
+    return ValueError(f"Unknown {kind} {value!r}; expected one of {names(allowed)}.")
 
 
 def _check_generator(generator: object, function: str) -> None:
@@ -232,15 +223,15 @@ def load(
     """
     if name not in DATASETS:
         raise _unknown("dataset", name, DATASETS)
-    if not _is_real(val_fraction) or not 0 <= val_fraction < 1:
+    if not is_real(val_fraction) or not 0 <= val_fraction < 1:
         raise ValueError(
             "The 'val_fraction' parameter of load must be a float in the half-open interval "
             f"[0, 1). Got {val_fraction!r} instead."
         )
-    if not _is_int(seed):
+    if not is_int(seed):
         raise ValueError(f"The 'seed' parameter of load must be an int. Got {seed!r} instead.")
     n_classes = len(_CLASSES[name])
-    if train_subset is not None and (not _is_int(train_subset) or train_subset < n_classes):
+    if train_subset is not None and (not is_int(train_subset) or train_subset < n_classes):
         raise ValueError(
             f"The 'train_subset' parameter of load must be None or an int >= {n_classes} (one "
             f"image per class of {name!r}). Got {train_subset!r} instead."
@@ -338,7 +329,7 @@ def forget_split(
         )
     if scenario not in SCENARIOS:
         raise _unknown("scenario", scenario, SCENARIOS)
-    if not _is_int(seed):
+    if not is_int(seed):
         raise ValueError(
             f"The 'seed' parameter of forget_split must be an int. Got {seed!r} instead."
         )
@@ -349,7 +340,7 @@ def forget_split(
                 "The 'cls' parameter of forget_split is only for scenario 'class' and must be None "
                 f"for scenario 'random'. Got {cls!r} instead."
             )
-        if not _is_real(fraction) or not 0 < fraction < 1:
+        if not is_real(fraction) or not 0 < fraction < 1:
             raise ValueError(
                 "The 'fraction' parameter of forget_split must be a float in the open interval "
                 f"(0, 1) for scenario 'random'. Got {fraction!r} instead."
@@ -370,7 +361,7 @@ def forget_split(
                 "The 'fraction' parameter of forget_split is only for scenario 'random' and "
                 f"must be None for scenario 'class'. Got {fraction!r} instead."
             )
-        if not _is_int(cls) or not 0 <= cls < data.num_classes:
+        if not is_int(cls) or not 0 <= cls < data.num_classes:
             raise ValueError(
                 "The 'cls' parameter of forget_split must be a class index, an int in "
                 f"[0, {data.num_classes}), for scenario 'class'. Got {cls!r} instead."
@@ -472,9 +463,9 @@ def batches(
         ValueError: For a bad ``n`` or ``batch_size``.
         TypeError: If ``shuffle`` is True and ``generator`` is not a torch.Generator.
     """
-    if not _is_int(n) or n < 0:
+    if not is_int(n) or n < 0:
         raise ValueError(f"The 'n' parameter of batches must be an int >= 0. Got {n!r} instead.")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(
             "The 'batch_size' parameter of batches must be an int >= 1. "
             f"Got {batch_size!r} instead."

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
+from feasible._validate import is_int, is_real, names
 from feasible.paths import ROOT, results_dir
 from feasible.train import TrainConfig, original_and_retrained
 from feasible.unlearn import UnlearnConfig, relevant_fields, unlearn
@@ -188,7 +189,7 @@ class Config(UnlearnConfig):
             if self.forget_fraction is None:
                 object.__setattr__(self, "forget_fraction", 0.1)
             fraction = self.forget_fraction
-            if not _is_real(fraction) or not 0 < fraction < 1:
+            if not is_real(fraction) or not 0 < fraction < 1:
                 raise ValueError(_bad("forget_fraction", fraction,
                                       "a float in the open interval (0, 1) for scenario 'random'"))
         else:
@@ -196,7 +197,7 @@ class Config(UnlearnConfig):
                 raise ValueError(_bad("forget_fraction", self.forget_fraction,
                                       "None for scenario 'class' (set forget_class)"))
             n = NUM_CLASSES[self.dataset]
-            if not _is_int(self.forget_class) or not 0 <= self.forget_class < n:
+            if not is_int(self.forget_class) or not 0 <= self.forget_class < n:
                 raise ValueError(_bad("forget_class", self.forget_class,
                                       f"an int in [0, {n}) for scenario 'class' on {self.dataset}"))
         if self.data_root is not None and not isinstance(self.data_root, str):
@@ -481,18 +482,9 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _bad(name: str, value: Any, allowed: str) -> str:
     return f"The '{name}' field of Config must be {allowed}. Got {value!r} instead."
 
 
 def _unknown(name: str, value: Any, allowed: Any) -> str:
-    names = ", ".join(repr(a) for a in allowed)
-    return f"Unknown {name} {value!r}; expected one of {names}."
+    return f"Unknown {name} {value!r}; expected one of {names(allowed)}."

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from feasible._validate import names
+
 __all__ = [
     "ADDON_USES",
     "BATCHINGS",
@@ -199,31 +201,27 @@ class MethodSpec:
             if getattr(self, field) not in LOSSES:
                 raise ValueError(
                     f"Unknown loss {getattr(self, field)!r} for {field} of method {self.name!r}; "
-                    f"expected one of {_names(LOSSES)}."
+                    f"expected one of {names(LOSSES)}."
                 )
         if self.batching not in BATCHINGS:
             raise ValueError(
                 f"Unknown batching {self.batching!r} of method {self.name!r}; "
-                f"expected one of {_names(BATCHINGS)}."
+                f"expected one of {names(BATCHINGS)}."
             )
         expected = {"sequential": ("both",), "retain": ("retain",), "forget": ("forget",),
                     "paired": ("forget", "retain")}[self.batching]
         if self.epoch_over not in expected:
             raise ValueError(
-                f"The 'epoch_over' field of method {self.name!r} must be one of {_names(expected)} "
+                f"The 'epoch_over' field of method {self.name!r} must be one of {names(expected)} "
                 f"for batching {self.batching!r}. Got {self.epoch_over!r} instead."
             )
         if self.penalty is not None and self.penalty not in PENALTIES:
             raise ValueError(
                 f"Unknown penalty {self.penalty!r} of method {self.name!r}; "
-                f"expected None or one of {_names(PENALTIES)}."
+                f"expected None or one of {names(PENALTIES)}."
             )
         if self.alpha < 0 or self.beta < 0 or self.lr <= 0:
             raise ValueError(f"Method {self.name!r} needs alpha, beta >= 0 and lr > 0.")
-
-
-def _names(options) -> str:
-    return ", ".join(repr(o) for o in options)
 
 
 # The default learning rates are for plain SGD (momentum 0, no weight decay; SalUn's ranges are

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from feasible._validate import is_int, is_real, names
 from feasible.paths import cache_dir
 
 #: Learning-rate schedules, by name (see :func:`learning_rate`).
@@ -63,25 +64,25 @@ class TrainConfig:
 
         if self.model not in MODELS:
             raise ValueError(_unknown("model", self.model, MODELS))
-        if self.width is not None and (not _is_int(self.width) or self.width < 1):
+        if self.width is not None and (not is_int(self.width) or self.width < 1):
             raise ValueError(_bad("width", self.width, "None or an int >= 1"))
-        if not _is_int(self.epochs) or self.epochs < 1:
+        if not is_int(self.epochs) or self.epochs < 1:
             raise ValueError(_bad("epochs", self.epochs, "an int >= 1"))
-        if not _is_real(self.lr) or not self.lr > 0:
+        if not is_real(self.lr) or not self.lr > 0:
             raise ValueError(_bad("lr", self.lr, "a float > 0"))
-        if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
+        if not is_real(self.momentum) or not 0 <= self.momentum < 1:
             raise ValueError(_bad("momentum", self.momentum, "a float in [0, 1)"))
-        if not _is_real(self.weight_decay) or not self.weight_decay >= 0:
+        if not is_real(self.weight_decay) or not self.weight_decay >= 0:
             raise ValueError(_bad("weight_decay", self.weight_decay, "a float >= 0"))
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise ValueError(_bad("batch_size", self.batch_size, "an int >= 1"))
         if self.schedule not in SCHEDULES:
             raise ValueError(_unknown("schedule", self.schedule, SCHEDULES))
-        if not _is_real(self.warmup_fraction) or not 0 <= self.warmup_fraction < 1:
+        if not is_real(self.warmup_fraction) or not 0 <= self.warmup_fraction < 1:
             raise ValueError(_bad("warmup_fraction", self.warmup_fraction, "a float in [0, 1)"))
         if not isinstance(self.augment, bool):
             raise ValueError(_bad("augment", self.augment, "a bool"))
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ValueError(_bad("seed", self.seed, "an int >= 0"))
 
 
@@ -341,18 +342,9 @@ def original_and_retrained(data: Any, split: Any, cfg: TrainConfig, *,
     return original, retrained, {"original": info_o, "retrained": info_r}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _bad(field: str, value: Any, allowed: str) -> str:
     return f"The '{field}' parameter of TrainConfig must be {allowed}. Got {value!r} instead."
 
 
 def _unknown(field: str, value: Any, allowed: tuple[str, ...]) -> str:
-    names = ", ".join(repr(a) for a in allowed)
-    return f"Unknown {field} {value!r} for TrainConfig; expected one of {names}."
+    return f"Unknown {field} {value!r} for TrainConfig; expected one of {names(allowed)}."

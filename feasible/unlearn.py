@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from feasible._validate import is_int, is_real, names
 from feasible import data
 from feasible.masks import ADDONS, AGGREGATORS, FOCUS_VARIANTS, feasible_update, saliency_mask
 from feasible.methods import (
@@ -46,19 +47,6 @@ _NEEDS_BOTH: dict[str, bool] = {"none": False, "salun": False, "and": True, "pro
                                 "focus": True}
 _NEEDS_SE: dict[str, bool] = {"none": False, "salun": False, "and": False, "prob": True,
                               "focus": True}
-
-
-def _names(options) -> str:
-    return ", ".join(repr(o) for o in options)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-            and math.isfinite(value))
 
 
 @dataclass(frozen=True)
@@ -126,34 +114,34 @@ class UnlearnConfig:
                                     ("noise", NOISE_METHODS, "noise estimator")):
             if getattr(self, name) not in options:
                 raise ValueError(f"Unknown {what} {getattr(self, name)!r}; "
-                                 f"expected one of {_names(options)}.")
+                                 f"expected one of {names(options)}.")
         for name in ("alpha", "beta"):
             value = getattr(self, name)
-            if value is not None and not (_is_real(value) and value >= 0):
+            if value is not None and not (is_real(value) and value >= 0):
                 raise bad(name, "None or a finite float >= 0")
-        if not (_is_real(self.p) and 0 < self.p < 1):
+        if not (is_real(self.p) and 0 < self.p < 1):
             raise bad("p", "a float in the open interval (0, 1)")
         if not isinstance(self.renorm, bool):
             raise bad("renorm", "a bool")
-        if self.lr is not None and not (_is_real(self.lr) and self.lr > 0):
+        if self.lr is not None and not (is_real(self.lr) and self.lr > 0):
             raise bad("lr", "None or a finite float > 0")
-        if not (_is_int(self.epochs) and self.epochs >= 1):
+        if not (is_int(self.epochs) and self.epochs >= 1):
             raise bad("epochs", "an int >= 1")
-        if not (_is_int(self.batch_size) and self.batch_size >= 2):
+        if not (is_int(self.batch_size) and self.batch_size >= 2):
             raise bad("batch_size", "an int >= 2")
-        if not (_is_real(self.momentum) and 0 <= self.momentum < 1):
+        if not (is_real(self.momentum) and 0 <= self.momentum < 1):
             raise bad("momentum", "a float in the interval [0, 1)")
-        if not (_is_real(self.weight_decay) and self.weight_decay >= 0):
+        if not (is_real(self.weight_decay) and self.weight_decay >= 0):
             raise bad("weight_decay", "a finite float >= 0")
-        if not (_is_int(self.k) and 2 <= self.k <= self.batch_size):
+        if not (is_int(self.k) and 2 <= self.k <= self.batch_size):
             raise bad("k", f"an int in the range [2, batch_size={self.batch_size}]")
-        if not (_is_real(self.saliency_fraction) and 0 < self.saliency_fraction <= 1):
+        if not (is_real(self.saliency_fraction) and 0 < self.saliency_fraction <= 1):
             raise bad("saliency_fraction", "a float in the interval (0, 1]")
-        if not (_is_real(self.ngplus_a) and 0 <= self.ngplus_a <= 1):
+        if not (is_real(self.ngplus_a) and 0 <= self.ngplus_a <= 1):
             raise bad("ngplus_a", "a float in the interval [0, 1]")
-        if not (_is_real(self.l1_gamma) and self.l1_gamma >= 0):
+        if not (is_real(self.l1_gamma) and self.l1_gamma >= 0):
             raise bad("l1_gamma", "a finite float >= 0")
-        if not (_is_int(self.seed) and self.seed >= 0):
+        if not (is_int(self.seed) and self.seed >= 0):
             raise bad("seed", "an int >= 0")
         alpha, beta = self.weights
         if alpha == 0 and beta == 0:
@@ -522,7 +510,7 @@ def unlearn(
                 f"The '{name}' parameter of unlearn must be an (x, y) pair of equal lengths with "
                 f"at least {2 if needs_se else 1} sample(s) for add-on {cfg.addon!r}. "
                 f"Got lengths {len(x)} and {len(y)} instead.")
-    if not (_is_int(num_classes) and num_classes >= 2):
+    if not (is_int(num_classes) and num_classes >= 2):
         raise ValueError(f"The 'num_classes' parameter of unlearn must be an int >= 2. "
                          f"Got {num_classes!r} instead.")
 
