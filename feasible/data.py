@@ -64,10 +64,22 @@ DATA_DIR = ROOT / "data"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 CIFAR10_JPEG_NAME = "cifar10_jpg_tree.tar.gz"
 
+#: The only globals a CIFAR-10 python batch file may name, as ``(module, name)``: what numpy
+#: needs to rebuild an array, as numpy 1 (``numpy.core``; the official files) and numpy 2
+#: (``numpy._core``) write it. The rest of a batch is dicts, lists, ints and bytes, which need
+#: no global. Unpickling can call any global a file names, so every other one is refused.
+CIFAR_PICKLE_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+})
+
 #: Bump when a decoder changes, so that every cached array is rebuilt.
 _CACHE_VERSION = 1
 
 _CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 _FASHION_MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -196,7 +208,9 @@ def load(
 
     Decoded arrays are cached in ``cache_dir()/datasets`` and used only while the sha256 of
     the source files matches the one stored with them. The official batch files are Python
-    pickles: read only files you trust (as with torchvision).
+    pickles; they are read by an unpickler that admits only the numpy globals a batch needs
+    (:data:`CIFAR_PICKLE_GLOBALS`), so a file that names anything else is refused without
+    running any of it.
 
     Args:
         name: One of ``DATASETS``.
@@ -216,7 +230,9 @@ def load(
 
     Raises:
         ValueError: For an unknown name or a bad ``val_fraction``, ``seed`` or
-            ``train_subset``, or files that are not in the expected format.
+            ``train_subset``, or a file that is truncated, corrupt, not in the expected format
+            or (a CIFAR-10 pickle) names a Python object a batch never holds; the message
+            names the file.
         TypeError: If ``root`` is not None, a str or a path.
         FileNotFoundError: When no copy of the dataset is found; the message lists what was
             looked for where and how to get it.
@@ -725,20 +741,99 @@ _CLASSES: dict[str, tuple[str, ...]] = {
 
 # --------------------------------------------------------------------------- decoders
 
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle names a global outside :data:`CIFAR_PICKLE_GLOBALS`."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.global_name = f"{module}.{name}"
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler for CIFAR-10 python batches and nothing else.
+
+    Every global a pickle names goes through :meth:`find_class`; one outside
+    :data:`CIFAR_PICKLE_GLOBALS` is refused before it is imported or called, so a file cannot
+    run code.
+    """
+
+    def find_class(self, module: str, name: str) -> object:
+        """The admitted global ``module.name``, or :class:`_ForbiddenGlobal` for any other."""
+        if (module, name) in CIFAR_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise _ForbiddenGlobal(module, name)
+
+
+def _brief(error: BaseException) -> str:
+    """``Type: message`` of an exception, the message cut to 200 characters."""
+    text = str(error)
+    return f"{type(error).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+def _load_cifar_pickle(path: Path) -> object:
+    """One CIFAR-10 python pickle (a batch or ``batches.meta``), read by :class:`_CifarUnpickler`.
+
+    Raises:
+        ValueError: If the file names a global outside :data:`CIFAR_PICKLE_GLOBALS` (nothing
+            of it is run), or is not a readable pickle (truncated or corrupt); the message
+            names the file.
+        OSError: If the file cannot be read at all.
+    """
+    raw = path.read_bytes()
+    try:
+        return _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _ForbiddenGlobal as error:
+        raise ValueError(
+            f"{path} is not a CIFAR-10 python batch file: it names the Python object "
+            f"'{error.global_name}', which no CIFAR-10 batch holds. It was not loaded (unpickling "
+            "can run code, so only numpy arrays, dicts, lists, ints and bytes are admitted)."
+        ) from None
+    except Exception as error:  # whatever a truncated or corrupt pickle raises
+        raise ValueError(
+            f"{path} is not a readable CIFAR-10 python batch file: it is truncated or corrupt "
+            f"({_brief(error)}). Download it again from {_CIFAR10_URL}."
+        ) from error
+
+
+def _cifar_batch_arrays(path: Path, batch: object) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 3, 32, 32)`` and labels of an unpickled batch, checked against the format.
+
+    The official format: a dict with ``b"data"``, a uint8 array ``(N, 3072)`` (1024 red, then
+    green, then blue values per image, each row-major), and ``b"labels"``, N ints in 0..9.
+    """
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{path} is not a CIFAR-10 python batch file: {why}.")
+
+    if not isinstance(batch, dict):
+        raise bad(f"it holds a {type(batch).__name__}, not a dict")
+    for key in (b"data", b"labels"):
+        if key not in batch:
+            keys = ", ".join(repr(k) for k in list(batch)[:10]) or "none"
+            raise bad(f"no {key!r} entry (its keys: {keys})")
+    x = batch[b"data"]
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072:
+        got = (f"a {x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray)
+               else f"a {type(x).__name__}")
+        raise bad(f"b'data' is {got}; expected a uint8 array of shape (N, 3072)")
+    if len(x) == 0:
+        raise bad("b'data' holds no images")
+    labels = batch[b"labels"]
+    if isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu":
+        values = labels.tolist()
+    elif isinstance(labels, (list, tuple)) and all(type(v) is int for v in labels):
+        values = list(labels)
+    else:
+        raise bad(f"b'labels' is a {type(labels).__name__}, not a list of ints")
+    if len(values) != len(x):
+        raise bad(f"{len(values)} labels for {len(x)} images")
+    if not all(0 <= v < 10 for v in values):
+        raise bad(f"labels must be in 0..9; got {min(values)}..{max(values)}")
+    return x.reshape(-1, 3, 32, 32), np.array(values, dtype=np.int64)
+
+
 def _read_cifar_batches(files: Sequence[Path]) -> _Arrays:
-    """The official CIFAR-10 python pickles: ``b"data"`` (N, 3072) uint8 and ``b"labels"``."""
-    parts = []
-    for path in files:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        try:
-            x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            y = np.asarray(batch[b"labels"], dtype=np.int64)
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path} is not a CIFAR-10 python batch file ({error}).") from error
-        if len(x) != len(y) or (len(y) and not 0 <= y.min() <= y.max() < 10):
-            raise ValueError(f"{path} is not a CIFAR-10 python batch file (bad labels).")
-        parts.append((x, y))
+    """The official CIFAR-10 python batches, five for training and ``test_batch``, checked."""
+    parts = [_cifar_batch_arrays(path, _load_cifar_pickle(path)) for path in files]
     train, test = parts[:-1], parts[-1]
     return _Arrays(
         np.concatenate([x for x, _ in train]),

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
+import re
+import shlex
+import struct
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -43,22 +50,70 @@ def _tags(x: torch.Tensor) -> list[int]:
     return x.reshape(len(x), -1)[:, 0].tolist()
 
 
+class Python2Pickler(pickle._Pickler):
+    """Protocol 2 as Python 2's cPickle wrote the official CIFAR-10 python batches.
+
+    A Python 2 ``str`` (``bytes`` here) is a (SHORT_)BINSTRING, not Python 3's
+    ``_codecs.encode`` call, and numpy's globals are in ``numpy.core`` (numpy 1), not in
+    ``numpy._core`` (numpy 2). Loaded with ``encoding="bytes"``, as the official files must be.
+    """
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj: bytes) -> None:
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    def save_global(self, obj, name=None) -> None:
+        module = getattr(obj, "__module__", "") or ""
+        if module.startswith("numpy._core"):
+            module = "numpy.core" + module[len("numpy._core"):]
+            self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+            self.memoize(obj)
+        else:
+            super().save_global(obj, name)
+
+    dispatch[bytes] = save_bytes
+    dispatch[type] = save_global
+
+
+def python2_pickle(obj: object) -> bytes:
+    """``obj`` pickled as Python 2 wrote the official CIFAR-10 batches."""
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
+def cifar_batch(rows: np.ndarray, labels: Sequence[int], label: bytes = b"batch") -> dict:
+    """A batch dict with the official keys: b"data", b"labels", b"batch_label", b"filenames"."""
+    return {
+        b"batch_label": label,
+        b"labels": [int(v) for v in labels],
+        b"data": rows,
+        b"filenames": [f"image_{i:05d}.png".encode() for i in range(len(labels))],
+    }
+
+
 def write_cifar_batches(
     folder: Path, per_batch: int = 8, n_test: int = 10, seed: int = 0
 ) -> np.ndarray:
-    """Five train batches and a test batch in the official pickle format; returns all train rows."""
+    """Five train batches and a test batch in the official format; returns all train rows."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = _tagged_images(5 * per_batch, (3072,), seed)
     labels = np.arange(5 * per_batch) % 10
     for i in range(5):
         part = slice(i * per_batch, (i + 1) * per_batch)
-        batch = {b"data": rows[part], b"labels": labels[part].tolist(), b"batch_label": b"x"}
-        (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch))
-    test = {
-        b"data": _tagged_images(n_test, (3072,), seed + 1),
-        b"labels": (np.arange(n_test) % 10).tolist(),
-    }
-    (folder / "test_batch").write_bytes(pickle.dumps(test))
+        batch = cifar_batch(rows[part], labels[part], f"training batch {i + 1} of 5".encode())
+        (folder / f"data_batch_{i + 1}").write_bytes(python2_pickle(batch))
+    test = cifar_batch(_tagged_images(n_test, (3072,), seed + 1), np.arange(n_test) % 10,
+                       b"testing batch 1 of 1")
+    (folder / "test_batch").write_bytes(python2_pickle(test))
+    meta = {b"label_names": [c.encode() for c in data.CIFAR10_CLASSES],
+            b"num_cases_per_batch": per_batch, b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(python2_pickle(meta))
     return rows
 
 
@@ -208,6 +263,147 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(isolated, name, 
     assert str(isolated / "empty") in message
     for word in words:
         assert word in message
+
+
+# --------------------------------------------------------------------------- pickles are not code
+
+class _Shell:
+    """Unpickling this runs a shell command (``os.system``, ``posix.system`` on Linux)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.command = f"touch {shlex.quote(str(marker))}"
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _Exec:
+    """Unpickling this runs Python code (``builtins.exec``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.code = f"open({str(marker)!r}, 'w').close()"
+
+    def __reduce__(self):
+        return exec, (self.code,)
+
+
+class _NumpyRunstring:
+    """Unpickling this runs Python code through a function of numpy itself."""
+
+    def __init__(self, marker: Path) -> None:
+        self.code = f"open({str(marker)!r}, 'w').close()"
+
+    def __reduce__(self):
+        from numpy.testing._private.utils import runstring
+
+        return runstring, (self.code, {})
+
+
+PAYLOADS = {"os.system": (_Shell, "system"), "exec": (_Exec, "exec"),
+            "numpy runstring": (_NumpyRunstring, "runstring")}
+
+
+@pytest.mark.parametrize("pickler", ["python2", "python3"])
+@pytest.mark.parametrize("payload", list(PAYLOADS))
+def test_malicious_batch_does_not_run_its_payload(isolated, payload, pickler):
+    make, function = PAYLOADS[payload]
+    dump = python2_pickle if pickler == "python2" else pickle.dumps
+
+    def malicious(marker: Path) -> bytes:
+        return dump(cifar_batch(make(marker), np.arange(8) % 10))
+
+    # the payload is live: plain pickle runs it
+    control = isolated / "control-ran"
+    pickle.loads(malicious(control), encoding="bytes")
+    assert control.exists()
+
+    folder = isolated / "c"
+    write_cifar_batches(folder)
+    marker = isolated / "payload-ran"
+    bad = folder / "data_batch_3"
+    bad.write_bytes(malicious(marker))
+    with pytest.raises(ValueError) as info:
+        data.load("cifar10", root=folder)
+    assert not marker.exists()
+    message = str(info.value)
+    assert str(bad) in message
+    assert re.search(rf"'[\w.]+\.{function}'", message), message    # names the forbidden global
+    assert "not loaded" in message
+
+
+def test_official_batches_ask_only_for_the_admitted_globals(isolated):
+    """The globals an official (Python 2, protocol 2) batch asks for are exactly those admitted."""
+    asked = set()
+
+    class Spy(pickle.Unpickler):
+        def find_class(self, module, name):
+            asked.add((module, name))
+            return super().find_class(module, name)
+
+    folder = isolated / "c"
+    write_cifar_batches(folder)
+    for name in ("data_batch_1", "test_batch", "batches.meta"):
+        Spy(io.BytesIO((folder / name).read_bytes()), encoding="bytes").load()
+    assert asked == {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+                     ("numpy", "dtype")}
+    assert asked <= data.CIFAR_PICKLE_GLOBALS
+    meta = data._load_cifar_pickle(folder / "batches.meta")
+    assert meta[b"label_names"][0] == b"airplane"
+
+
+def test_batches_written_by_python3_and_numpy2_load_too(isolated):
+    folder = isolated / "c"
+    rows = write_cifar_batches(folder)
+    for path in folder.iterdir():                 # numpy 2 names numpy._core.multiarray
+        path.write_bytes(pickle.dumps(pickle.loads(path.read_bytes(), encoding="bytes")))
+    d = data.load("cifar10", root=folder, val_fraction=0.0)
+    assert torch.equal(d.x_train, torch.from_numpy(rows.reshape(40, 3, 32, 32)))
+
+
+def _rows(n: int = 8) -> np.ndarray:
+    return _tagged_images(n, (3072,), 5)
+
+
+_LABELS = (np.arange(8) % 10).tolist()
+_VALID = python2_pickle(cifar_batch(_rows(), _LABELS))
+
+CORRUPT_BATCHES = {
+    "empty file": (b"", "truncated or corrupt"),
+    "truncated to half": (_VALID[: len(_VALID) // 2], "truncated or corrupt"),
+    "truncated by one byte": (_VALID[:-1], "truncated or corrupt"),
+    "header only": (_VALID[:40], "truncated or corrupt"),
+    "random bytes": (np.random.default_rng(0).bytes(30000), "truncated or corrupt"),
+    "text": (b"data_batch_1: see the README\n", "truncated or corrupt"),
+    "a list, not a dict": (python2_pickle([1, 2, 3]), "holds a list"),
+    "no data": (python2_pickle({b"labels": _LABELS}), r"no b'data'"),
+    "no labels": (python2_pickle({b"data": _rows()}), r"no b'labels'"),
+    "str keys": (pickle.dumps({"data": _rows(), "labels": _LABELS}), r"no b'data'.*'data'"),
+    "data of the wrong shape": (python2_pickle(cifar_batch(_rows()[:, :3000], _LABELS)),
+                                r"\(N, 3072\)"),
+    "data flat": (python2_pickle(cifar_batch(_rows().reshape(-1), _LABELS)), r"\(N, 3072\)"),
+    "data float": (python2_pickle(cifar_batch(_rows().astype(np.float32), _LABELS)), "uint8"),
+    "data a list": (python2_pickle(cifar_batch(_rows().tolist(), _LABELS)), "uint8"),
+    "data empty": (python2_pickle(cifar_batch(_rows()[:0], [])), "no images"),
+    "label 10": (python2_pickle(cifar_batch(_rows(), _LABELS[:-1] + [10])), r"0\.\.9"),
+    "label -1": (python2_pickle(cifar_batch(_rows(), [-1] + _LABELS[1:])), r"0\.\.9"),
+    "huge label": (python2_pickle(cifar_batch(_rows(), [2**70] + _LABELS[1:])), r"0\.\.9"),
+    "float labels": (python2_pickle({b"data": _rows(), b"labels": [0.0] * 8}), "ints"),
+    "labels a string": (python2_pickle({b"data": _rows(), b"labels": b"01234567"}), "ints"),
+    "too few labels": (python2_pickle(cifar_batch(_rows(), _LABELS[:-1])), "7 labels for 8"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_BATCHES))
+def test_corrupt_batch_is_a_value_error_naming_the_file(isolated, case):
+    raw, words = CORRUPT_BATCHES[case]
+    folder = isolated / "c"
+    write_cifar_batches(folder)
+    bad = folder / "data_batch_2"
+    bad.write_bytes(raw)
+    with pytest.raises(ValueError, match=words) as info:
+        data.load("cifar10", root=folder)
+    assert str(bad) in str(info.value)
+    assert not (isolated / "cache" / "datasets" / "cifar10-batches.npz").exists()
 
 
 # --------------------------------------------------------------------------- splits and cache
