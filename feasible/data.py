@@ -874,24 +874,58 @@ def _read_cifar_jpeg_tar(path: Path) -> _Arrays:
     return _Arrays(*out)
 
 
-def _read_svhn(files: Sequence[Path]) -> _Arrays:
-    """The official SVHN ``.mat`` files: X (32, 32, 3, N) uint8, y (N, 1) in 1..10 (10 is 0)."""
+def _svhn_mat_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 3, 32, 32)`` and labels 0..9 of one official SVHN ``.mat`` file, checked.
+
+    The official format (MATLAB 5): ``X``, a uint8 array ``(32, 32, 3, N)``, and ``y``, N
+    labels in 1..10, where 10 is the digit 0.
+    """
     import scipy.io
 
-    out = []
-    for path in files:
-        mat = scipy.io.loadmat(path)
+    with open(path, "rb") as f:                # a file that cannot be opened stays an OSError
         try:
-            x = np.asarray(mat["X"], dtype=np.uint8)
-            y = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
-        except KeyError as error:
-            raise ValueError(f"{path} is not an SVHN .mat file (no {error}).") from error
-        if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
-            raise ValueError(f"{path}: X has shape {x.shape}; expected (32, 32, 3, {len(y)}).")
-        if len(y) and not 1 <= y.min() <= y.max() <= 10:
-            raise ValueError(f"{path}: labels must be in 1..10; got {y.min()}..{y.max()}.")
-        out += [x.transpose(3, 2, 0, 1).copy(), y % 10]
-    return _Arrays(*out)
+            mat = scipy.io.loadmat(f)
+        except Exception as error:  # whatever a truncated or corrupt .mat file raises
+            raise ValueError(
+                f"{path} is not a readable SVHN .mat file: it is truncated or corrupt "
+                f"({_brief(error)}). Download it again from {_SVHN_URL}."
+            ) from error
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{path} is not an SVHN .mat file: {why}.")
+
+    variables = [k for k in mat if not k.startswith("__")]
+    if not variables:
+        raise bad(f"it holds no variables: it is truncated or corrupt. Download it again from "
+                  f"{_SVHN_URL}")
+    for key in ("X", "y"):
+        if key not in mat:
+            raise bad(f"no {key!r} variable (its variables: {', '.join(map(repr, variables))})")
+    x, y = mat["X"], mat["y"]
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 \
+            or x.shape[:3] != (32, 32, 3):
+        got = (f"a {x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray)
+               else f"a {type(x).__name__}")
+        raise bad(f"X is {got}; expected a uint8 array of shape (32, 32, 3, N)")
+    n = x.shape[3]
+    if n == 0:
+        raise bad("X holds no images")
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iuf":
+        got = f"a {y.dtype} array" if isinstance(y, np.ndarray) else f"a {type(y).__name__}"
+        raise bad(f"y is {got}; expected labels in 1..10")
+    y = y.reshape(-1)
+    if len(y) != n:
+        raise bad(f"X holds {n} images but y {len(y)} labels")
+    if not np.all((y >= 1) & (y <= 10) & (y == np.round(y))):
+        raise bad("labels must be whole numbers in 1..10 (10 is the digit 0); "
+                  f"got {y.min()}..{y.max()}")
+    return x.transpose(3, 2, 0, 1).copy(), y.astype(np.int64) % 10
+
+
+def _read_svhn(files: Sequence[Path]) -> _Arrays:
+    """The official SVHN ``train_32x32.mat`` and ``test_32x32.mat``, checked."""
+    (x_train, y_train), (x_test, y_test) = (_svhn_mat_arrays(path) for path in files)
+    return _Arrays(x_train, y_train, x_test, y_test)
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -406,6 +406,62 @@ def test_corrupt_batch_is_a_value_error_naming_the_file(isolated, case):
     assert not (isolated / "cache" / "datasets" / "cifar10-batches.npz").exists()
 
 
+def _mat_bytes(mdict: dict, compress: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, mdict, do_compression=compress)
+    return buffer.getvalue()
+
+
+_SVHN_X = np.random.default_rng(3).integers(0, 256, (32, 32, 3, 20), dtype=np.uint8)
+_SVHN_Y = (np.arange(20) % 10 + 1).reshape(-1, 1).astype(np.uint8)
+
+
+def _cells(*items: object) -> np.ndarray:
+    cells = np.empty(len(items), dtype=object)
+    cells[:] = list(items)
+    return cells
+
+
+_MAT = _mat_bytes({"X": _SVHN_X, "y": _SVHN_Y})
+_MAT_COMPRESSED = _mat_bytes({"X": _SVHN_X, "y": _SVHN_Y}, compress=True)
+
+CORRUPT_MATS = {
+    "empty file": (b"", "truncated or corrupt"),
+    "truncated to half": (_MAT[: len(_MAT) // 2], "truncated or corrupt"),
+    "compressed, truncated to half": (_MAT_COMPRESSED[: len(_MAT_COMPRESSED) // 2],
+                                      "truncated or corrupt"),
+    "compressed, a byte flipped": (_MAT_COMPRESSED[:300] + bytes([_MAT_COMPRESSED[300] ^ 0xFF])
+                                   + _MAT_COMPRESSED[301:], "truncated or corrupt"),
+    "header only": (_MAT[:128], "truncated or corrupt"),
+    "random bytes": (np.random.default_rng(0).bytes(30000), "truncated or corrupt"),
+    "a pickle": (pickle.dumps({"X": _SVHN_X}), "truncated or corrupt"),
+    "no X": (_mat_bytes({"y": _SVHN_Y}), "no 'X'"),
+    "no y": (_mat_bytes({"X": _SVHN_X}), "no 'y'"),
+    "X of the wrong shape": (_mat_bytes({"X": _SVHN_X[:, :, 0], "y": _SVHN_Y}),
+                             r"\(32, 32, 3, N\)"),
+    "X empty": (_mat_bytes({"X": _SVHN_X[..., :0], "y": _SVHN_Y[:0]}), "no images"),
+    "X float": (_mat_bytes({"X": _SVHN_X / 255.0, "y": _SVHN_Y}), "uint8"),
+    "X a cell array": (_mat_bytes({"X": _cells(_SVHN_X, _SVHN_Y), "y": _SVHN_Y}), "uint8"),
+    "label 0": (_mat_bytes({"X": _SVHN_X, "y": _SVHN_Y - 1}), r"1\.\.10"),
+    "label 11": (_mat_bytes({"X": _SVHN_X, "y": _SVHN_Y + 1}), r"1\.\.10"),
+    "label 2.5": (_mat_bytes({"X": _SVHN_X, "y": _SVHN_Y + 0.5}), r"1\.\.10"),
+    "labels text": (_mat_bytes({"X": _SVHN_X, "y": "12345"}), r"1\.\.10"),
+    "too few labels": (_mat_bytes({"X": _SVHN_X, "y": _SVHN_Y[:-1]}), "20 images but y 19"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_MATS))
+def test_corrupt_svhn_mat_is_a_value_error_naming_the_file(isolated, case):
+    raw, words = CORRUPT_MATS[case]
+    folder = isolated / "svhn"
+    write_svhn(folder)
+    bad = folder / "train_32x32.mat"
+    bad.write_bytes(raw)
+    with pytest.raises(ValueError, match=words) as info:
+        data.load("svhn", root=folder)
+    assert str(bad) in str(info.value)
+
+
 # --------------------------------------------------------------------------- splits and cache
 
 def test_validation_split_is_per_class_disjoint_seeded(isolated):
