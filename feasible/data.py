@@ -189,22 +189,32 @@ def load(
     """Load a dataset as uint8 tensors, with a seeded per-class validation split.
 
     Where each dataset is looked for, in this order (the official files win over the JPEG
-    copy wherever both are found):
+    copy wherever both are found). An explicit location (``root``, which is the
+    ``--data-root`` option and the ``data_root`` of a configuration, or for Fashion-MNIST the
+    environment variable ``FEASIBLE_FASHION_MNIST``) is the only place looked in: when it does
+    not hold the dataset, :class:`FileNotFoundError` says where it looked, and no other copy
+    is used. The default locations are searched only when no location is given.
 
-    - ``cifar10``: the official python batches (``cifar-10-batches-py/data_batch_1..5``,
-      ``test_batch``) in ``root`` (or ``root/cifar-10-batches-py``), then in ``<repo>/data``;
-      with ``download=True``, torchvision's download into ``root`` (or ``<repo>/data``); else
-      the JPEG copy ``cifar10_jpg_tree.tar.gz`` (``root`` itself, or in ``root``,
-      ``<repo>/data``, ``../shared/datasets``). The JPEG copy is lossy; ``source`` says so.
-    - ``svhn``: the official ``train_32x32.mat`` and ``test_32x32.mat`` in ``root``,
-      ``root/svhn``, ``<repo>/data``, ``<repo>/data/svhn`` (label 10 means digit 0); with
-      ``download=True``, torchvision's download. No other copy.
-    - ``fashion_mnist``: the four IDX files, gzipped or raw, in the folder named by the
-      environment variable ``FEASIBLE_FASHION_MNIST``, ``root``, ``root/FashionMNIST/raw``,
-      ``<repo>/data/FashionMNIST/raw``, ``/usr/share/datasets/fashion-mnist`` (Debian's
-      ``dataset-fashion-mnist``); with ``download=True``, torchvision's download.
+    - ``cifar10``: with ``root``, the official python batches (``data_batch_1..5``,
+      ``test_batch``) in ``root`` or ``root/cifar-10-batches-py``, else the JPEG copy
+      ``cifar10_jpg_tree.tar.gz`` as ``root`` itself or in ``root``. Without ``root``, the
+      official batches in ``<repo>/data`` (or its ``cifar-10-batches-py``), else the JPEG
+      copy in ``<repo>/data`` or ``../shared/datasets``. The JPEG copy is lossy; ``source``
+      says which copy was used.
+    - ``svhn``: the official ``train_32x32.mat`` and ``test_32x32.mat`` in ``root`` or
+      ``root/svhn`` (without ``root``: ``<repo>/data``, ``<repo>/data/svhn``); label 10
+      means digit 0. No other copy.
+    - ``fashion_mnist``: the four IDX files, gzipped or raw, in the folder named by
+      ``FEASIBLE_FASHION_MNIST`` (which wins over ``root``) or its ``FashionMNIST/raw``; else
+      in ``root`` or ``root/FashionMNIST/raw``; without either, in
+      ``<repo>/data/FashionMNIST/raw``, then ``/usr/share/datasets/fashion-mnist`` (Debian's
+      ``dataset-fashion-mnist``).
     - ``digits``: scikit-learn's ``load_digits`` (8x8, values 0..16 scaled to 0..255). It has
       no test split: a stratified 25% is held out with a fixed seed (``DIGITS_TEST_SEED``).
+
+    With ``download=True``, a dataset whose official files are not found is downloaded with
+    torchvision into the explicit location (``<repo>/data`` without one), then looked for
+    again, before any JPEG copy.
 
     Decoded arrays are cached in ``cache_dir()/datasets`` and used only while the sha256 of
     the source files matches the one stored with them. The official batch files are Python
@@ -214,7 +224,8 @@ def load(
 
     Args:
         name: One of ``DATASETS``.
-        root: A folder (or, for CIFAR-10, the JPEG tarball itself) to look in first.
+        root: The folder (or, for CIFAR-10, the JPEG tarball itself) that holds the
+            dataset; the only place looked in. ``None``: the default locations.
         val_fraction: Share of each class of the (subset of the) training set held out for
             validation; must be in ``[0, 1)``. Per class, ``val_fraction * n_class`` rounded
             half up.
@@ -234,8 +245,9 @@ def load(
             or (a CIFAR-10 pickle) names a Python object a batch never holds; the message
             names the file.
         TypeError: If ``root`` is not None, a str or a path.
-        FileNotFoundError: When no copy of the dataset is found; the message lists what was
-            looked for where and how to get it.
+        FileNotFoundError: When no copy of the dataset is found (in an explicit location: when
+            that location does not hold it); the message names the location, lists the files
+            looked for in each folder, and says how to get them.
     """
     if name not in DATASETS:
         raise _unknown("dataset", name, DATASETS)
@@ -587,10 +599,6 @@ def _cached(source: _Source) -> tuple[_Arrays, str]:
 
 # --------------------------------------------------------------------------- locating sources
 
-def _bases(root: Path | None) -> list[Path]:
-    return ([root] if root is not None else []) + [DATA_DIR]
-
-
 def _try_download(dataset: str, target: Path) -> str:
     """Download with torchvision into ``target``; return an error text ('' on success)."""
     try:
@@ -610,119 +618,153 @@ def _try_download(dataset: str, target: Path) -> str:
     return ""
 
 
-def _not_found(
-    what: str, looked: Sequence[Path], how: str, download_error: str
-) -> FileNotFoundError:
-    places = "\n".join(f"  - {p}" for p in looked)
-    note = f"\nThe download failed ({download_error})." if download_error else ""
-    return FileNotFoundError(f"{what} not found. Looked for:\n{places}{note}\n{how}")
+def _search(folders: Sequence[Path], names: Sequence[str], gzipped: bool = False,
+            ) -> tuple[list[Path] | None, list[str]]:
+    """The files ``names`` in the first of ``folders`` that holds all of them.
 
-
-def _find_official(name: str, root: Path | None, subfolder: str, names: Sequence[str],
-                   download: bool) -> tuple[Path | None, list[Path], str]:
-    """The first search folder (or its ``subfolder``) holding every file of ``names``.
-
-    When none does and ``download`` is set, tries torchvision's download, then looks again.
-    Returns the folder (or ``None``), the paths looked at, and the download's error message.
+    With ``gzipped``, each file may also be ``<name>.gz``. Returns the files (``None`` when
+    no folder holds them all) and one line per folder looked in: the folder, the files
+    expected there and which of them it lacks.
     """
-    def look() -> tuple[Path | None, list[Path]]:
-        looked = []
-        for base in _bases(root):
-            for folder in (base, base / subfolder):
-                looked.append(folder / names[0])
-                if all((folder / n).is_file() for n in names):
-                    return folder, looked
-        return None, looked
+    listed = ", ".join(n + "[.gz]" if gzipped else n for n in names)
+    looked = []
+    for folder in folders:
+        found, missing = [], []
+        for name in names:
+            options = (name, name + ".gz") if gzipped else (name,)
+            hits = [folder / o for o in options if (folder / o).is_file()]
+            if hits:
+                found.append(hits[0])
+            else:
+                missing.append(name)
+        if not missing:
+            return found, looked
+        if not folder.is_dir():
+            state = "no such folder"
+        elif len(missing) == len(names):
+            state = "none there"
+        else:
+            state = "lacks " + ", ".join(missing)
+        looked.append(f"{folder}: {listed} ({state})")
+    return None, looked
 
-    folder, looked = look()
+
+def _search_or_download(dataset: str, folders: Sequence[Path], names: Sequence[str],
+                        download: bool, target: Path, gzipped: bool = False,
+                        ) -> tuple[list[Path] | None, list[str], str]:
+    """:func:`_search`; when that finds nothing and ``download`` is set, download into
+    ``target`` with torchvision and search again. Also returns the download's error text."""
+    files, looked = _search(folders, names, gzipped)
     error = ""
-    if folder is None and download:
-        error = _try_download(name, root if root is not None else DATA_DIR)
-        folder, looked = look()
-    return folder, looked, error
+    if files is None and download:
+        error = _try_download(dataset, target)
+        files, looked = _search(folders, names, gzipped)
+    return files, looked, error
 
 
-def _locate_cifar10(root: Path | None, download: bool) -> _Source:
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    folder, looked, error = _find_official("cifar10", root, "cifar-10-batches-py", names, download)
-    if folder is not None:
-        files = tuple(folder / n for n in names)
-        return _Source("cifar10-batches", files, f"CIFAR-10, official python batches in {folder}",
-                       lambda: _read_cifar_batches(files))
-    candidates = []
-    if root is not None:
-        candidates += [root, root / CIFAR10_JPEG_NAME]
-    candidates += [DATA_DIR / CIFAR10_JPEG_NAME, shared_datasets_dir() / CIFAR10_JPEG_NAME]
-    for path in candidates:
-        if path.is_file():
-            return _Source(
-                "cifar10-jpeg", (path,),
-                "CIFAR-10, JPEG copy, lossy (quality 75, 27-33 dB PSNR against the originals), "
-                f"{path}",
-                lambda: _read_cifar_jpeg_tar(path),
-            )
-    raise _not_found(
-        "CIFAR-10", looked + [c for c in candidates if c != root],
-        "Get the official files (cifar-10-batches-py) from "
-        f"{_CIFAR10_URL} or with load('cifar10', download=True), and pass their folder as 'root', "
-        f"or put the JPEG copy {CIFAR10_JPEG_NAME} in ../shared/datasets "
-        "(FEASIBLE_SHARED_DATASETS).",
-        error,
+def _data_root(root: Path) -> str:
+    return f"data root {root} (the 'root' of load, --data-root, or data_root of a configuration)"
+
+
+def _not_found(what: str, looked: Sequence[str], how: str, download_error: str,
+               explicit: str = "", defaults: str = "") -> FileNotFoundError:
+    """The error for a dataset that is nowhere it was looked for.
+
+    ``explicit`` names the location the caller chose (a data root, an environment variable);
+    when given, the message says that it was the only place looked in, and that the
+    ``defaults`` (described in words) were not.
+    """
+    places = "\n".join(f"  - {line}" for line in looked)
+    note = f"\nThe download failed ({download_error})." if download_error else ""
+    if explicit:
+        head = f"{what} not found in the {explicit}. Looked for:"
+        only = (f"\nAn explicit location is the only place looked in: the default locations "
+                f"({defaults}) are searched only when none is given.")
+    else:
+        head, only = f"{what} not found. Looked for:", ""
+    return FileNotFoundError(f"{head}\n{places}{note}{only}\n{how}")
+
+
+def _cifar10_jpeg(path: Path) -> _Source:
+    return _Source(
+        "cifar10-jpeg", (path,),
+        f"CIFAR-10, JPEG copy, lossy (quality 75, 27-33 dB PSNR against the originals), {path}",
+        lambda: _read_cifar_jpeg_tar(path),
     )
 
 
-def _locate_svhn(root: Path | None, download: bool) -> _Source:
-    names = ("train_32x32.mat", "test_32x32.mat")
+def _locate_cifar10(root: Path | None, download: bool) -> _Source:
+    if root is not None and root.is_file():   # the data root is the JPEG copy itself
+        return _cifar10_jpeg(root)
+    base = root if root is not None else DATA_DIR
+    files, looked, error = _search_or_download(
+        "cifar10", [base, base / "cifar-10-batches-py"], _CIFAR10_BATCHES, download, base)
+    if files is not None:
+        folder = files[0].parent
+        batches = tuple(files)
+        return _Source("cifar10-batches", batches,
+                       f"CIFAR-10, official python batches in {folder}",
+                       lambda: _read_cifar_batches(batches))
+    if root is not None:
+        jpeg = [root / CIFAR10_JPEG_NAME]
+    else:
+        jpeg = [DATA_DIR / CIFAR10_JPEG_NAME, shared_datasets_dir() / CIFAR10_JPEG_NAME]
+    for path in jpeg:
+        if path.is_file():
+            return _cifar10_jpeg(path)
+    looked += [f"{path}: the lossy JPEG copy" for path in jpeg]
+    if root is not None:
+        looked[-1] += " (or the data root itself being that file)"
+    how = (f"Get the official files (cifar-10-batches-py) from {_CIFAR10_URL} or with "
+           "load('cifar10', download=True), and pass their folder as the data root; or, "
+           f"without a data root, put the JPEG copy {CIFAR10_JPEG_NAME} in ../shared/datasets "
+           "(FEASIBLE_SHARED_DATASETS).")
+    raise _not_found("CIFAR-10", looked, how, error,
+                     _data_root(root) if root is not None else "",
+                     "<repo>/data, and the lossy JPEG copy in ../shared/datasets")
 
-    folder, looked, error = _find_official("svhn", root, "svhn", names, download)
-    if folder is None:
+
+def _locate_svhn(root: Path | None, download: bool) -> _Source:
+    base = root if root is not None else DATA_DIR
+    files, looked, error = _search_or_download(
+        "svhn", [base, base / "svhn"], ("train_32x32.mat", "test_32x32.mat"), download, base)
+    if files is None:
         raise _not_found(
             "SVHN (train_32x32.mat and test_32x32.mat)", looked,
             f"Get the official files from {_SVHN_URL} (or load('svhn', download=True)) and pass "
-            "their folder as 'root'. No other copy of SVHN is used.",
-            error,
+            "their folder as the data root. No other copy of SVHN is used.",
+            error, _data_root(root) if root is not None else "", "<repo>/data",
         )
-    files = tuple(folder / n for n in names)
-    return _Source("svhn-mat", files, f"SVHN, official .mat files in {folder}",
-                   lambda: _read_svhn(files))
+    mats = tuple(files)
+    return _Source("svhn-mat", mats, f"SVHN, official .mat files in {files[0].parent}",
+                   lambda: _read_svhn(mats))
 
 
 def _locate_fashion_mnist(root: Path | None, download: bool) -> _Source:
-    def official() -> tuple[list[Path] | None, Path | None, list[Path]]:
-        folders = []
-        if os.environ.get("FEASIBLE_FASHION_MNIST"):
-            folders.append(Path(os.environ["FEASIBLE_FASHION_MNIST"]))
-        if root is not None:
-            folders += [root, root / "FashionMNIST" / "raw"]
-        folders += [DATA_DIR / "FashionMNIST" / "raw", FASHION_MNIST_SYSTEM_DIR]
-        looked = []
-        for folder in folders:
-            looked.append(folder / f"{_FASHION_MNIST_FILES[0]}[.gz]")
-            files = []
-            for stem in _FASHION_MNIST_FILES:
-                hits = [folder / n for n in (stem, stem + ".gz") if (folder / n).is_file()]
-                if not hits:
-                    break
-                files.append(hits[0])
-            else:
-                return files, folder, looked
-        return None, None, looked
-
-    files, folder, looked = official()
-    error = ""
-    if files is None and download:
-        error = _try_download("fashion_mnist", root if root is not None else DATA_DIR)
-        files, folder, looked = official()
+    variable = os.environ.get("FEASIBLE_FASHION_MNIST")
+    if variable:
+        base, explicit = Path(variable), (f"folder FEASIBLE_FASHION_MNIST={variable} "
+                                          "(which wins over a data root; unset it to use one)")
+    elif root is not None:
+        base, explicit = root, _data_root(root)
+    else:
+        base, explicit = DATA_DIR, ""
+    if explicit:
+        folders = [base, base / "FashionMNIST" / "raw"]
+    else:
+        folders = [DATA_DIR / "FashionMNIST" / "raw", FASHION_MNIST_SYSTEM_DIR]
+    files, looked, error = _search_or_download(
+        "fashion_mnist", folders, _FASHION_MNIST_FILES, download, base, gzipped=True)
     if files is None:
         raise _not_found(
             "Fashion-MNIST (train/t10k images-idx3 and labels-idx1 IDX files)", looked,
             "Install Debian's package ('apt-get install dataset-fashion-mnist'), or set "
-            "FEASIBLE_FASHION_MNIST or 'root' to a folder holding the four official files, or use "
-            "load('fashion_mnist', download=True).",
-            error,
+            "FEASIBLE_FASHION_MNIST or the data root to a folder holding the four official "
+            "files, or use load('fashion_mnist', download=True).",
+            error, explicit, "<repo>/data/FashionMNIST/raw, Debian's package",
         )
     paths = tuple(files)
-    return _Source("fashion_mnist-idx", paths, f"Fashion-MNIST, IDX files in {folder}",
+    return _Source("fashion_mnist-idx", paths, f"Fashion-MNIST, IDX files in {files[0].parent}",
                    lambda: _read_fashion_mnist(paths))
 
 

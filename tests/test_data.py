@@ -265,6 +265,24 @@ def test_missing_dataset_says_where_it_looked_and_how_to_get_it(isolated, name, 
         assert word in message
 
 
+@pytest.mark.parametrize(
+    "name, places",
+    [
+        ("cifar10", [("no-data",), ("no-data", "cifar-10-batches-py"),
+                     ("no-data", data.CIFAR10_JPEG_NAME), ("no-shared", data.CIFAR10_JPEG_NAME)]),
+        ("svhn", [("no-data",), ("no-data", "svhn")]),
+        ("fashion_mnist", [("no-data", "FashionMNIST", "raw"), ("no-system",)]),
+    ],
+)
+def test_missing_dataset_in_the_default_locations_lists_them(isolated, name, places):
+    with pytest.raises(FileNotFoundError) as info:
+        data.load(name)
+    message = str(info.value)
+    for parts in places:
+        assert str(isolated.joinpath(*parts)) in message
+    assert "data root" not in message.split("\n")[0] and "only place" not in message
+
+
 # --------------------------------------------------------------------------- pickles are not code
 
 class _Shell:
@@ -460,6 +478,116 @@ def test_corrupt_svhn_mat_is_a_value_error_naming_the_file(isolated, case):
     with pytest.raises(ValueError, match=words) as info:
         data.load("svhn", root=folder)
     assert str(bad) in str(info.value)
+
+
+# --------------------------------------------------------------------------- an explicit root
+
+def test_explicit_cifar_root_without_the_files_is_an_error_not_a_fallback(isolated):
+    write_jpeg_tar(isolated / "no-shared" / data.CIFAR10_JPEG_NAME)        # the lossy default
+    write_cifar_batches(isolated / "no-data" / "cifar-10-batches-py")     # <repo>/data
+    for root in (isolated / "elsewhere", isolated / "missing"):
+        if root.name == "elsewhere":
+            write_svhn(root)                                               # not CIFAR-10
+        with pytest.raises(FileNotFoundError) as info:
+            data.load("cifar10", root=root)
+        message = str(info.value)
+        for word in (f"data root {root}", str(root / "cifar-10-batches-py"), "data_batch_1",
+                     "data_batch_5", "test_batch", str(root / data.CIFAR10_JPEG_NAME),
+                     "only place looked in"):
+            assert word in message, word
+        assert str(isolated / "no-shared") not in message and str(isolated / "no-data") not in message
+    assert "no such folder" in message
+    # the default location (no root) still finds <repo>/data, then falls back to the JPEG copy
+    assert str(isolated / "no-data") in data.load("cifar10").source
+    for path in (isolated / "no-data" / "cifar-10-batches-py").iterdir():
+        path.unlink()
+    assert "JPEG copy, lossy" in data.load("cifar10").source
+
+
+def test_explicit_cifar_root_may_hold_the_jpeg_copy(isolated):
+    write_jpeg_tar(isolated / "root" / data.CIFAR10_JPEG_NAME)
+    d = data.load("cifar10", root=isolated / "root")
+    assert "JPEG copy, lossy" in d.source and str(isolated / "root") in d.source
+
+
+def test_explicit_cifar_root_with_some_batches_names_the_missing_ones(isolated):
+    root = isolated / "root"
+    write_cifar_batches(root)
+    (root / "data_batch_4").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks data_batch_4"):
+        data.load("cifar10", root=root)
+
+
+def test_explicit_svhn_root_without_the_files_is_an_error(isolated):
+    write_svhn(isolated / "no-data" / "svhn")
+    root = isolated / "elsewhere"
+    root.mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        data.load("svhn", root=root)
+    message = str(info.value)
+    for word in (f"data root {root}", str(root / "svhn"), "train_32x32.mat", "test_32x32.mat"):
+        assert word in message, word
+    assert str(isolated / "no-data") not in message
+    assert str(isolated / "no-data") in data.load("svhn").source
+
+
+def test_explicit_fashion_mnist_locations_without_the_files_are_errors(isolated, monkeypatch):
+    write_idx(isolated / "no-system", gz=True)                 # Debian's package
+    root = isolated / "elsewhere"
+    root.mkdir()
+    with pytest.raises(FileNotFoundError) as info:
+        data.load("fashion_mnist", root=root)
+    message = str(info.value)
+    for word in (f"data root {root}", str(root / "FashionMNIST" / "raw"),
+                 "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert word in message, word
+    assert str(isolated / "no-system") not in message
+    assert str(isolated / "no-system") in data.load("fashion_mnist").source
+
+    env = isolated / "env"
+    monkeypatch.setenv("FEASIBLE_FASHION_MNIST", str(env))
+    for kwargs in ({}, {"root": isolated / "no-system"}):      # it wins over 'root', as when found
+        with pytest.raises(FileNotFoundError) as info:
+            data.load("fashion_mnist", **kwargs)
+        message = str(info.value)
+        assert f"FEASIBLE_FASHION_MNIST={env}" in message and "train-images-idx3-ubyte" in message
+        assert str(isolated / "no-system") not in message.split("Looked for")[1]
+
+
+@pytest.mark.parametrize("name", ["cifar10", "svhn", "fashion_mnist"])
+def test_download_goes_into_the_explicit_root(isolated, monkeypatch, name):
+    targets = []
+
+    def fake_download(dataset: str, target: Path) -> str:
+        targets.append(target)
+        {"cifar10": lambda: write_cifar_batches(target / "cifar-10-batches-py"),
+         "svhn": lambda: write_svhn(target),
+         "fashion_mnist": lambda: write_idx(target / "FashionMNIST" / "raw", gz=True)}[dataset]()
+        return ""
+
+    monkeypatch.setattr(data, "_try_download", fake_download)
+    root = isolated / "root"
+    d = data.load(name, root=root, download=True)
+    assert targets == [root] and str(root) in d.source
+
+
+def test_cli_data_root_without_the_dataset_is_an_error(tmp_path):
+    """A real ``python -m feasible run --data-root``: exit status 2 and where it looked."""
+    repo = Path(__file__).resolve().parents[1]
+    write_jpeg_tar(tmp_path / "shared" / data.CIFAR10_JPEG_NAME)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = dict(os.environ, FEASIBLE_SHARED_DATASETS=str(tmp_path / "shared"),
+               FEASIBLE_CACHE=str(tmp_path / "cache"), FEASIBLE_RESULTS=str(tmp_path / "results"),
+               PYTHONPATH=str(repo))
+    proc = subprocess.run(
+        [sys.executable, "-m", "feasible", "run", "--method", "ft", "--dataset", "cifar10",
+         "--data-root", str(empty), "--device", "cpu"],
+        env=env, cwd=repo, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"data root {empty}" in proc.stderr and "data_batch_1" in proc.stderr
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.json"))
 
 
 # --------------------------------------------------------------------------- splits and cache
