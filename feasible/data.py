@@ -8,6 +8,7 @@ import os
 import pickle
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
@@ -890,22 +891,33 @@ def _read_cifar_jpeg_tar(path: Path) -> _Arrays:
     from PIL import Image
 
     found: dict[str, list[tuple[int, str, np.ndarray]]] = {"train": [], "test": []}
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:                     # one sequential pass over the stream
-            parts = member.name.split("/")
-            if not member.isfile() or not member.name.endswith(".jpg") or len(parts) < 3:
-                continue
-            split, cls, file = parts[-3:]
-            if split not in found or cls not in CIFAR10_CLASSES:
-                raise ValueError(
-                    f"{path}: unexpected member {member.name!r} "
-                    "(expected train|test/<class>/NNNN.jpg)."
-                )
-            with Image.open(io.BytesIO(tar.extractfile(member).read())) as image:
-                pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-            if pixels.shape != (32, 32, 3):
-                raise ValueError(f"{path}: {member.name} is {pixels.shape}, not a 32x32 RGB image.")
-            found[split].append((CIFAR10_CLASSES.index(cls), file, pixels))
+    with open(path, "rb") as raw:              # a file that cannot be opened stays an OSError
+        try:
+            with tarfile.open(fileobj=raw, mode="r:*") as tar:
+                for member in tar:             # one sequential pass over the stream
+                    parts = member.name.split("/")
+                    if not member.isfile() or not member.name.endswith(".jpg") or len(parts) < 3:
+                        continue
+                    split, cls, file = parts[-3:]
+                    if split not in found or cls not in CIFAR10_CLASSES:
+                        raise ValueError(
+                            f"{path}: unexpected member {member.name!r} "
+                            "(expected train|test/<class>/NNNN.jpg)."
+                        )
+                    with Image.open(io.BytesIO(tar.extractfile(member).read())) as image:
+                        pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+                    if pixels.shape != (32, 32, 3):
+                        raise ValueError(
+                            f"{path}: {member.name} is {pixels.shape}, not a 32x32 RGB image."
+                        )
+                    found[split].append((CIFAR10_CLASSES.index(cls), file, pixels))
+        except ValueError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+            raise ValueError(
+                f"{path} is not a readable tarball of the CIFAR-10 JPEG copy: it is truncated "
+                f"or corrupt ({_brief(error)})."
+            ) from error
     out = []
     for split in ("train", "test"):
         items = sorted(found[split], key=lambda item: item[:2])
@@ -973,8 +985,13 @@ def _read_svhn(files: Sequence[Path]) -> _Arrays:
 def _read_idx(path: Path) -> np.ndarray:
     """An IDX file of unsigned bytes (magic 0x0000080D, D dimensions), gzipped or raw."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    with opener(path, "rb") as f:              # a file that cannot be opened stays an OSError
+        try:
+            data = f.read()
+        except (EOFError, OSError, zlib.error) as error:   # a truncated or corrupt gzip file
+            raise ValueError(
+                f"{path} is not a readable IDX file: it is truncated or corrupt ({_brief(error)})."
+            ) from error
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an IDX file of unsigned bytes (bad magic number).")
     ndim = data[3]

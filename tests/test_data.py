@@ -480,6 +480,31 @@ def test_corrupt_svhn_mat_is_a_value_error_naming_the_file(isolated, case):
     assert str(bad) in str(info.value)
 
 
+@pytest.mark.parametrize("cut", ["empty", "header", "half", "random"])
+def test_corrupt_jpeg_tarball_is_a_value_error_naming_the_file(isolated, cut):
+    tar = isolated / "j" / data.CIFAR10_JPEG_NAME
+    write_jpeg_tar(tar)
+    raw = tar.read_bytes()
+    tar.write_bytes({"empty": b"", "header": raw[:200], "half": raw[: len(raw) // 2],
+                     "random": np.random.default_rng(0).bytes(3000)}[cut])
+    with pytest.raises(ValueError, match="truncated or corrupt") as info:
+        data.load("cifar10", root=tar)
+    assert str(tar) in str(info.value)
+
+
+@pytest.mark.parametrize("cut", ["empty", "half", "random"])
+def test_corrupt_gzipped_idx_is_a_value_error_naming_the_file(isolated, cut):
+    folder = isolated / "fm"
+    write_idx(folder, gz=True)
+    bad = folder / "train-images-idx3-ubyte.gz"
+    raw = bad.read_bytes()
+    bad.write_bytes({"empty": b"", "half": raw[: len(raw) // 2],
+                     "random": np.random.default_rng(0).bytes(300)}[cut])
+    with pytest.raises(ValueError, match="IDX") as info:
+        data.load("fashion_mnist", root=folder)
+    assert str(bad) in str(info.value)
+
+
 # --------------------------------------------------------------------------- an explicit root
 
 def test_explicit_cifar_root_without_the_files_is_an_error_not_a_fallback(isolated):
