@@ -7,7 +7,7 @@ SHELL := bash
 export PYTHONPATH := $(CURDIR)
 ENV := tools/env.sh
 
-.PHONY: book test test-fast env datasets screenshots clean
+.PHONY: book test test-fast test-variants env datasets screenshots clean
 
 env:
 	@$(ENV) >/dev/null
@@ -24,6 +24,11 @@ test: env datasets
 # unit and property tests only (no notebooks)
 test-fast: env datasets
 	@venv=$$($(ENV)); "$$venv/bin/python" -m pytest tests $(PYTEST_ARGS)
+
+# the notebook regression tests under every CPU kernel path this machine has (ATEN_CPU_CAPABILITY)
+# and with 1 and 2 threads: what another x86 machine would compute. VARIANTS overrides the list.
+test-variants: env datasets
+	@venv=$$($(ENV)); tools/test_variants.sh "$$venv/bin/python" $(VARIANTS)
 
 # headless Chromium screenshots of every rendered page, into _build/screenshots
 screenshots:
