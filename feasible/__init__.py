@@ -8,8 +8,11 @@ experiment engine lives in the submodules ``data``, ``models``, ``train``, ``met
 from feasible.masks import (
     ADDONS,
     AGGREGATORS,
+    FOCUS_VARIANTS,
+    Addon,
     agreement_probability,
     and_mask,
+    certified_mask,
     Update,
     feasible_direction,
     feasible_update,
@@ -20,15 +23,20 @@ from feasible.masks import (
     prob_mask,
     saliency_mask,
 )
-from feasible.noise import grad_stats
+from feasible.noise import NOISE_MODELS, ema_scale, grad_stats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ADDONS",
     "AGGREGATORS",
+    "FOCUS_VARIANTS",
+    "NOISE_MODELS",
+    "Addon",
     "agreement_probability",
     "and_mask",
+    "certified_mask",
+    "ema_scale",
     "Update",
     "feasible_direction",
     "feasible_update",

@@ -176,3 +176,59 @@ def all_true(flags: Sequence[Tensor]) -> bool:
         return True
     device = flags[0].device
     return bool(torch.stack([flag.to(device) for flag in flags]).all())
+
+
+def check_trees(
+    caller: str,
+    trees: Mapping[str, Tree],
+    *,
+    nonnegative: Mapping[str, str] | None = None,
+    masks: Sequence[str] = (),
+) -> None:
+    """Checks types, structures, shapes, finiteness and, where asked, signs of several trees.
+
+    All the value checks are reduced on the device and read back with one synchronisation;
+    only when one fails are the leaves inspected again to name the culprit.
+
+    Args:
+        caller: the public function's name, for messages.
+        trees: argument name to tree; the first one sets the structure.
+        nonnegative: argument name to what it is (e.g. ``"a standard error"``), for the
+            arguments that must also be >= 0.
+        masks: names of the arguments that may have any dtype (e.g. bool masks); their values
+            are not checked.
+
+    Raises:
+        TypeError: a leaf is not a tensor, or a non-mask leaf is not floating point.
+        ValueError: structures or shapes differ, a value is NaN or inf, or a value that must be
+            >= 0 is negative.
+    """
+    nonnegative = dict(nonnegative or {})
+    for name, tree in trees.items():
+        check_tensors(caller, name, tree, floating=name not in masks)
+    check_same_structure(caller, trees)
+    flags = []
+    for name, tree in trees.items():
+        if name in masks:
+            continue
+        for leaf in leaves(tree):
+            flag = torch.isfinite(leaf).all()
+            if name in nonnegative:
+                flag = flag & (leaf >= 0).all()
+            flags.append(flag)
+    if all_true(flags):
+        return
+    for name, tree in trees.items():
+        if name in masks:
+            continue
+        for label, leaf in labelled_leaves(tree, name):
+            if not bool(torch.isfinite(leaf).all()):
+                raise ValueError(
+                    f"The '{name}' argument of {caller} must be finite. "
+                    f"Got NaN or inf in {label} instead."
+                )
+            if name in nonnegative and bool((leaf < 0).any()):
+                raise ValueError(
+                    f"The '{name}' argument of {caller} must be >= 0 ({nonnegative[name]}). "
+                    f"Got {leaf.min().item():.4g} in {label} instead."
+                )

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from feasible._validate import names
+from feasible.masks import ADDONS
 
 __all__ = [
     "ADDON_USES",
@@ -275,14 +276,9 @@ METHODS: dict[str, MethodSpec] = {
 # THEORY.md §6) that combines with any base method. The paper's SalUn is "rl" + "salun".
 
 #: The :class:`feasible.unlearn.UnlearnConfig` fields each add-on reads beyond the common ones
-#: (method, agg, alpha, beta, renorm, lr, epochs, batch size, optimiser, seed).
-ADDON_USES: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "salun": ("saliency_fraction",),
-    "and": (),
-    "prob": ("p", "noise", "k"),
-    "focus": ("focus_variant", "p", "noise", "k"),
-}
+#: (method, agg, alpha, beta, renorm, lr, epochs, batch size, optimiser, seed), a view of the
+#: ``uses`` of each record of :data:`feasible.masks.ADDONS`, where add-ons are declared.
+ADDON_USES: dict[str, tuple[str, ...]] = {name: addon.uses for name, addon in ADDONS.items()}
 
 
 def method_weights(spec: MethodSpec, *, ngplus_a: float = 0.95) -> tuple[float, float]:

@@ -1,12 +1,29 @@
-"""Per-batch gradient mean and its per-coordinate standard error, for the PROB and focus add-ons."""
+"""Gradient noise for the PROB and focus add-ons, the scale :func:`feasible.masks.phi` divides by.
+
+Three noise models, by name (:data:`NOISE_MODELS`): ``"ema"``, the authors' running second
+moment of the batch gradient (:func:`ema_scale`, no extra backward pass); ``"microbatch"`` and
+``"per_sample"``, standard errors of the batch-mean gradient (:func:`grad_stats`).
+"""
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
+
+from feasible._tree import Tree, check_trees, tree_map_pair
+
+#: The noise models by name, each with one line on how the scale of a batch gradient is estimated.
+NOISE_MODELS: dict[str, str] = {
+    "ema": "the authors' running second moment of the batch gradient (ema_scale); no extra "
+           "backward pass",
+    "microbatch": "standard error of the batch mean from k micro-batch gradients (grad_stats)",
+    "per_sample": "standard error of the batch mean from exact per-sample gradients "
+                  "(grad_stats)",
+}
 
 #: Samples per vmap call in ``method="per_sample"``: bounds memory at this many gradients.
 _PER_SAMPLE_CHUNK = 64
@@ -153,7 +170,9 @@ def grad_stats(
     BatchNorm's running statistics) is restored, train/eval modes are unchanged.
 
     References:
-        THEORY.md section 8 (*reading*: the paper does not state its noise estimator).
+        This project's estimators: the authors' code estimates no standard error (it uses
+        :func:`ema_scale`); the first author's blog (post 2026-08-05-correlated-batch-noise)
+        uses micro-batch standard errors.
 
     Args:
         model: the network; its trainable parameters are those with ``requires_grad``.
@@ -226,3 +245,88 @@ def grad_stats(
             for name, buf in model.named_buffers():
                 if name in saved:
                     buf.copy_(saved[name])
+
+
+def _check_rho_eps(rho: object, eps: object) -> None:
+    ok = isinstance(rho, numbers.Real) and not isinstance(rho, bool)
+    if not ok or not (0.0 < rho <= 1.0):
+        raise ValueError(
+            "The 'rho' parameter of ema_scale must be a float in the interval (0, 1]. "
+            f"Got {rho!r} instead."
+        )
+    ok = isinstance(eps, numbers.Real) and not isinstance(eps, bool)
+    if not ok or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(
+            f"The 'eps' parameter of ema_scale must be a finite float > 0. Got {eps!r} instead."
+        )
+
+
+def ema_scale(
+    g: Tree,
+    v: Optional[Tree] = None,
+    *,
+    rho: float = 0.9,
+    eps: float = 1e-8,
+) -> tuple[Tree, Tree]:
+    """The authors' noise scale: a running second moment of the batch gradient.
+
+    One step of the recurrence, per coordinate:
+    :math:`V_1 = (1 - \\rho)\\, \\hat g_1^2` at the first step (``v=None``) and
+    :math:`V_t = \\rho\\, \\hat g_t^2 + (1 - \\rho)\\, V_{t-1}` after, with the scale
+    :math:`s_t = \\sqrt{V_t + \\varepsilon}`. Then ``phi(g, scale)`` is the authors'
+    :math:`\\varphi = \\Phi(\\hat g / \\sqrt{V + \\varepsilon})`. Carry ``v`` from
+    step to step (and across epochs), one state per loss; it costs no extra backward pass.
+
+    As written in the authors' code, :math:`\\rho` weighs the *new* term (an exponential
+    moving average usually weighs the old one, as Adam's :math:`\\beta_2` does), so
+    :math:`V_t \\ge \\rho\\, \\hat g_t^2` and :math:`\\lvert \\hat g_t / s_t \\rvert
+    < 1 / \\sqrt{\\rho}` (about 1.054 at :math:`\\rho = 0.9`) from the second step on: then
+    :math:`\\varphi \\in (0.146, 0.854)` and the agreement probability stays within about
+    [0.249, 0.751]. At the first step :math:`\\lvert \\hat g_1 / s_1 \\rvert < 1 /
+    \\sqrt{1 - \\rho}` (about 3.16, so :math:`\\varphi` is nearly 0 or 1 and the focus vector
+    nearly the AND mask); with :math:`\\rho = 1`, :math:`V_1 = 0` and the first ratio is
+    :math:`\\hat g_1 / \\sqrt{\\varepsilon}`, unbounded. :math:`\\varepsilon` sits inside
+    the square root, so where gradients are of the order of :math:`\\sqrt{\\varepsilon}` or
+    smaller the ratio shrinks toward 0 and :math:`\\varphi` toward 1/2. Calling :math:`s` a
+    standard error is the code's modelling choice: it is the size of recent gradients, not
+    their spread.
+
+    References:
+        The authors' code, ``unlearn/NGradFocus.py``, ``NGradMask.py``, ``SRGradFocus.py`` and
+        their OPT variants in ``owl1996/UnlearningFocusVector`` (``VF``, ``VR``; ``rho = 0.9``
+        hard-coded; the state is carried across epochs by ``unlearn/impl.py``). An earlier
+        commit of ``NGradFocus.py`` and ``NGradMask.py`` started at :math:`V_1 = \\hat g_1^2`;
+        the latest starts every variant at :math:`(1 - \\rho)\\, \\hat g_1^2`, as here.
+
+    Args:
+        g: the batch gradient of one loss: a tensor, or a list or dict of tensors.
+        v: the state returned by the previous call for the same loss, same structure and
+            shapes, >= 0; None at the first step.
+        rho: the weight of the new squared gradient, in (0, 1].
+        eps: added to :math:`V` under the square root, > 0.
+
+    Returns:
+        ``(scale, v)``: the scale :math:`\\sqrt{V + \\varepsilon}` (> 0) and the new state
+        :math:`V`, each structured like ``g``.
+
+    Raises:
+        ValueError: ``rho`` outside (0, 1], ``eps`` not > 0, NaN or inf, a negative ``v``, or a
+            ``v`` whose structure or shapes differ from ``g``'s.
+        TypeError: a leaf that is not a floating-point tensor.
+    """
+    _check_rho_eps(rho, eps)
+    if v is None:
+        check_trees("ema_scale", {"g": g})
+
+        def first(leaf: Tensor) -> tuple[Tensor, Tensor]:
+            state = (1.0 - rho) * leaf.detach() ** 2
+            return (state + eps).sqrt(), state
+
+        return tree_map_pair(first, g)
+    check_trees("ema_scale", {"g": g, "v": v}, nonnegative={"v": "a running second moment"})
+
+    def later(leaf: Tensor, prev: Tensor) -> tuple[Tensor, Tensor]:
+        state = rho * leaf.detach() ** 2 + (1.0 - rho) * prev
+        return (state + eps).sqrt(), state
+
+    return tree_map_pair(later, g, v)

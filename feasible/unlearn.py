@@ -12,9 +12,15 @@ from torch import Tensor, nn
 
 from feasible._validate import is_int, is_real, names
 from feasible import data
-from feasible.masks import ADDONS, AGGREGATORS, FOCUS_VARIANTS, feasible_update, saliency_mask
+from feasible.masks import (
+    ADDONS,
+    AGGREGATORS,
+    DEFAULT_FOCUS_VARIANT,
+    FOCUS_VARIANTS,
+    feasible_update,
+    saliency_mask,
+)
 from feasible.methods import (
-    ADDON_USES,
     LOSSES,
     METHODS,
     PENALTIES,
@@ -23,7 +29,7 @@ from feasible.methods import (
     method_weights,
     passes,
 )
-from feasible.noise import grad_stats
+from feasible.noise import NOISE_MODELS, ema_scale, grad_stats
 
 __all__ = [
     "NOISE_METHODS",
@@ -39,14 +45,11 @@ __all__ = [
 Batch = tuple[Tensor, Tensor]
 Tree = dict[str, Tensor]
 
-#: The gradient-noise estimators of :func:`feasible.noise.grad_stats`.
-NOISE_METHODS: tuple[str, ...] = ("microbatch", "per_sample")
-# Which add-ons need both gradients at every step (their mask compares them), and which need the
-# standard errors too. "none" and "salun" need only the gradients the method weights.
-_NEEDS_BOTH: dict[str, bool] = {"none": False, "salun": False, "and": True, "prob": True,
-                                "focus": True}
-_NEEDS_SE: dict[str, bool] = {"none": False, "salun": False, "and": False, "prob": True,
-                              "focus": True}
+#: The names of the gradient-noise models of :data:`feasible.noise.NOISE_MODELS`, i.e.
+#: ``"microbatch"`` and ``"per_sample"`` (:func:`feasible.noise.grad_stats`) and ``"ema"`` (the
+#: authors' running second moment, :func:`feasible.noise.ema_scale`, one state per loss carried
+#: across steps and epochs).
+NOISE_METHODS: tuple[str, ...] = tuple(NOISE_MODELS)
 
 
 @dataclass(frozen=True)
@@ -55,20 +58,21 @@ class UnlearnConfig:
 
     Attributes:
         method: a base method, a key of :data:`feasible.methods.METHODS`.
-        addon: ``"none"``, ``"salun"``, ``"and"``, ``"prob"`` or ``"focus"``.
+        addon: an add-on, a key of :data:`feasible.masks.ADDONS`.
         agg: the aggregator, ``"lin"`` (linG) or ``"min"`` (MinG), THEORY.md §2.
         alpha: the weight on ``g_U``; ``None`` takes the method's (THEORY.md §1 table).
         beta: the weight on ``g_C``; ``None`` takes the method's.
         p: the PROB threshold in (0, 1); 0.45 is the paper's example (Fig. 4).
-        focus_variant: ``"default"`` (``f * |a|``) or ``"soft"`` (THEORY.md §5, a reading).
+        focus_variant: a key of :data:`feasible.masks.FOCUS_VARIANTS`: ``"probability"``
+            (the authors' ``f = P``, ``u = f * a``), or this project's ``"signed"`` or ``"soft"``.
         renorm: rescale each masked direction to the norm of the unmasked aggregate (DESIGN.md).
         lr: the learning rate; ``None`` takes the method's default for plain SGD.
         epochs: the number of epochs, >= 1.
         batch_size: samples per batch of each set, >= 2.
         momentum: SGD momentum in [0, 1); 0 is plain SGD (SalUn's harness uses 0.9).
         weight_decay: L2 weight decay >= 0, added to the direction of kept coordinates only.
-        noise: the standard-error estimator, ``"microbatch"`` or ``"per_sample"`` (THEORY.md §8);
-            read only by ``prob`` and ``focus``.
+        noise: the noise model, a key of :data:`feasible.noise.NOISE_MODELS`; read only by the
+            add-ons that need standard errors (``prob``, ``focus``, ``focus_opt``).
         k: micro-batches per batch for ``noise="microbatch"``, 2 <= k <= batch_size.
         saliency_fraction: the share of coordinates SalUn's mask keeps, in (0, 1]; 0.5 is
             SalUn's default saliency sparsity.
@@ -85,7 +89,7 @@ class UnlearnConfig:
     alpha: float | None = None
     beta: float | None = None
     p: float = 0.45
-    focus_variant: str = "default"
+    focus_variant: str = DEFAULT_FOCUS_VARIANT
     renorm: bool = False
     lr: float | None = None
     epochs: int = 5
@@ -183,9 +187,9 @@ def relevant_fields(cfg: UnlearnConfig) -> dict[str, Any]:
         Field name to value, JSON-serialisable.
     """
     method_only = {name for spec in METHODS.values() for name in spec.uses}
-    addon_only = {name for names in ADDON_USES.values() for name in names}
-    used = set(cfg.spec.uses) | set(ADDON_USES[cfg.addon])
-    if cfg.addon == "focus" and cfg.focus_variant == "default":
+    addon_only = {name for addon in ADDONS.values() for name in addon.uses}
+    used = set(cfg.spec.uses) | set(ADDONS[cfg.addon].uses)
+    if "focus_variant" in used and not FOCUS_VARIANTS[cfg.focus_variant].uses_p:
         used.discard("p")
     if cfg.noise != "microbatch":
         used.discard("k")
@@ -317,10 +321,11 @@ def saliency_at(model: nn.Module, forget: Batch, *, fraction: float = 0.5,
     The gradient of the gradient-ascent loss ``-CE`` summed over the whole forget set, in eval
     mode (as SalUn's ``generate_mask.py``); then the global top ``fraction`` of its magnitudes
     over all parameters (:func:`feasible.masks.saliency_mask`). This keeps the *largest*
-    fraction, as the SalUn paper describes (its public code may keep the smallest).
+    fraction, as the SalUn paper describes and its public ``Classification/generate_mask.py``
+    does (it negates the magnitudes before sorting).
 
     References:
-        THEORY.md §6; research/baselines.md §A.5.
+        Fan et al., SalUn (ICLR 2024), and its code (OPTML-Group/Unlearn-Saliency).
 
     Args:
         model: the model at theta0; its train/eval mode is restored.
@@ -347,6 +352,22 @@ def saliency_at(model: nn.Module, forget: Batch, *, fraction: float = 0.5,
     finally:
         model.train(was_training)
     return saliency_mask(total, fraction)
+
+
+def _batch_saliency(model: nn.Module, params: dict[str, nn.Parameter], x: Tensor,
+                    y_true: Tensor, est_u: _Estimate, loss_u: str, fraction: float) -> Tree:
+    """The ``salun_step`` mask: per tensor, the top ``fraction`` of |grad(-CE)| on this batch.
+
+    Where the method's ``L_U`` is ``-CE`` on the true labels, its batch gradient is that
+    gradient already; otherwise one more backward pass (train mode, as the authors' SalUn.py).
+    """
+    if loss_u == "neg_ce":
+        grads = est_u.mean
+    else:
+        loss = -nn.functional.cross_entropy(model(x), y_true)
+        grads = dict(zip(params, (g.detach() for g in
+                                  torch.autograd.grad(loss, list(params.values())))))
+    return saliency_mask(grads, fraction, per_tensor=True)
 
 
 # --- batches -----------------------------------------------------------------------------------
@@ -457,7 +478,11 @@ def unlearn(
     estimates ``(g_U, s_U)`` on the forget batch and ``(g_C, s_C)`` on the retain batch (with
     :func:`feasible.noise.grad_stats` when the add-on needs standard errors, else one backward
     per loss; a gradient whose weight is 0 and that no add-on needs is not computed), forms the
-    update with :func:`feasible.masks.feasible_update`, and takes a :func:`masked_sgd_step`. The
+    update with :func:`feasible.masks.feasible_update`, and takes a :func:`masked_sgd_step`. With
+    ``noise="ema"`` the standard errors are :func:`feasible.noise.ema_scale` of the batch
+    gradients (one backward per loss, one state per loss carried across steps and epochs). An
+    add-on whose saliency mask is per step (``salun_step``) recomputes it on every forget batch
+    (:func:`feasible.masks.saliency_mask` with ``per_tensor=True`` of the gradient of ``-CE``). The
     model stays in train mode. Seeded generators, one per random stream (batch order,
     augmentation, random labels), make a run a function of ``cfg.seed``; the main pass's stream
     does not depend on the add-on.
@@ -503,7 +528,8 @@ def unlearn(
     if not isinstance(cfg, UnlearnConfig):
         raise TypeError(f"The 'cfg' parameter of unlearn must be an UnlearnConfig. "
                         f"Got {type(cfg).__name__} instead.")
-    needs_both, needs_se = _NEEDS_BOTH[cfg.addon], _NEEDS_SE[cfg.addon]
+    addon = ADDONS[cfg.addon]
+    needs_both, needs_se = addon.needs_both, addon.needs_se
     for name, (x, y) in (("forget", forget), ("retain", retain)):
         if len(x) != len(y) or len(y) < (2 if needs_se else 1):
             raise ValueError(
@@ -527,7 +553,10 @@ def unlearn(
                           min_size) for s in sets}
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     saliency = (saliency_at(model, forget, fraction=cfg.saliency_fraction)
-                if cfg.addon == "salun" else None)
+                if addon.saliency == "theta0" else None)
+    step_saliency = addon.saliency == "step"  # recomputed on each forget batch below
+    ema = needs_se and cfg.noise == "ema"
+    ema_state: dict[str, Tree | None] = {"forget": None, "retain": None}  # one V per loss
     setup_time = time.perf_counter() - start
     state = MomentumState(None)
     records: list[dict[str, Any]] = []
@@ -551,7 +580,8 @@ def unlearn(
         steps, diverged = 0, False
         for one_pass in passes(spec):
             a_w, b_w = alpha * one_pass.alpha_factor, beta * one_pass.beta_factor
-            need = {"forget": needs_both or a_w > 0, "retain": needs_both or b_w > 0}
+            need = {"forget": needs_both or a_w > 0 or step_saliency,
+                    "retain": needs_both or b_w > 0}
             main = _index_batches(len(sets[one_pass.over][1]), cfg.batch_size,
                                   streams("main", one_pass.over, "order", cpu), min_size)
             for idx in main:
@@ -559,9 +589,18 @@ def unlearn(
                 for which, loss in (("forget", loss_u), ("retain", loss_c)):
                     if need[which]:
                         role = "main" if which == one_pass.over else "partner"
-                        x, y = draw(which, role, idx if role == "main" else next(partners[which]),
-                                    loss)
-                        est[which] = _estimate(model, params, loss.criterion, x, y, cfg, needs_se)
+                        batch = idx if role == "main" else next(partners[which])
+                        x, y = draw(which, role, batch, loss)
+                        est[which] = _estimate(model, params, loss.criterion, x, y, cfg,
+                                               needs_se and not ema)
+                        if ema:
+                            se, ema_state[which] = ema_scale(est[which].mean, ema_state[which])
+                            est[which] = est[which]._replace(se=se)
+                        if which == "forget" and step_saliency:
+                            y_true = sets["forget"][1][batch.to(sets["forget"][1].device)]
+                            saliency = _batch_saliency(model, params, x, y_true.to(device),
+                                                       est[which], spec.loss_u,
+                                                       cfg.saliency_fraction)
                 est_u, est_c = est["forget"], est["retain"]
                 g_u = est_u.mean if est_u else _zeros(params)
                 g_c = est_c.mean if est_c else _zeros(params)

@@ -1,4 +1,5 @@
-"""Tests of feasible.masks: hand-worked examples, a naive reference, Props. 4-7, validation."""
+"""Tests of feasible.masks: hand-worked examples, a naive reference, Props. 4-7, the OPT
+certificate, saliency masks, the add-on registry, validation."""
 import math
 
 import pytest
@@ -33,7 +34,7 @@ def naive_min(gu, gc, alpha, beta):
     return alpha * gu if abs(alpha * gu) <= abs(beta * gc) else beta * gc
 
 
-def naive_focus(gu, gc, su, sc):
+def naive_signed(gu, gc, su, sc):
     return naive_phi(gu, su) + naive_phi(gc, sc) - 1.0
 
 
@@ -102,8 +103,10 @@ def test_hand_worked_probabilities_masks_and_focus():
     assert feasible.prob_mask(gu, gc, su, sc, 0.45).tolist() == [True, False, False, True]
     assert feasible.prob_mask(gu, gc, su, sc, 0.5).tolist() == [True, False, False, True]
     assert feasible.prob_mask(gu, gc, su, sc, 0.55).tolist() == [True, False, False, False]
+    # The authors' focus vector is P itself.
+    assert torch.allclose(feasible.focus(gu, gc, su, sc), t(P_HAND), atol=1e-12)
     f = [a + b - 1 for a, b in zip(PHI_U, PHI_C)]  # [0.841, -0.286, 0.309, 0.499]
-    assert torch.allclose(feasible.focus(gu, gc, su, sc), t(f), atol=1e-12)
+    assert torch.allclose(feasible.focus(gu, gc, su, sc, variant="signed"), t(f), atol=1e-12)
     w = [(0.8413447460685429 - 0.45) / 0.55, 0.0, 0.0, 0.05 / 0.55]
     assert torch.allclose(feasible.focus(gu, gc, su, sc, variant="soft"), t(w), atol=1e-12)
 
@@ -112,13 +115,22 @@ def test_hand_worked_update_per_addon():
     gu, gc, su, sc = t(G_U), t(G_C), t(SE_U), t(SE_C)
     a = [1.8, -1.1, 0.275, 1.5]
     sal = torch.tensor([False, True, True, False])
+    fa = [x * f for x, f in zip(a, P_HAND)]  # [1.514, -0.349, 0.0848, 0.75]
+    # OPT: products g_u * g_c = [2, -2, -0.125, 0]; <a, g_u> = 1.8 + 2.2 + 0.1375 = 4.1375 >= 0
+    # and <a, g_c> = 3.6 - 1.1 - 0.06875 + 4.5 = 6.93 >= 0: nothing is cut.
+    # focus_opt: <f a, g_u> = 1.514 + 0.698 + 0.042 > 0, <f a, g_c> = 3.028 - 0.349 - 0.021
+    # + 2.25 > 0: nothing is cut either.
     expected = {
         "none": ([1.8, -1.1, 0.275, 1.5], [True] * 4),
         "salun": ([0.0, -1.1, 0.275, 0.0], [False, True, True, False]),
+        "salun_step": ([0.0, -1.1, 0.275, 0.0], [False, True, True, False]),
         "and": ([1.8, 0.0, 0.0, 0.0], [True, False, False, False]),
         "prob": ([1.8, 0.0, 0.0, 1.5], [True, False, False, True]),
-        "focus": ([abs(x) * (pu + pc - 1) for x, pu, pc in zip(a, PHI_U, PHI_C)], [True] * 4),
+        "focus": (fa, [True] * 4),
+        "opt": ([1.8, -1.1, 0.275, 1.5], [True] * 4),
+        "focus_opt": (fa, [True] * 4),
     }
+    assert set(expected) == set(feasible.ADDONS)
     for addon, (direction, keep) in expected.items():
         update = feasible_update(gu, gc, su, sc, addon=addon, alpha=0.8, beta=0.5,
                                  saliency=sal)
@@ -146,7 +158,9 @@ def test_matches_naive_reference(q, alpha, beta, p):
     assert close(feasible.phi(gu, su), [naive_phi(a, s) for a, _, s, _ in rows])
     probs = [naive_probability(*row) for row in rows]
     assert close(feasible.agreement_probability(gu, gc, su, sc), probs)
-    assert close(feasible.focus(gu, gc, su, sc), [naive_focus(*row) for row in rows])
+    assert close(feasible.focus(gu, gc, su, sc), probs)
+    assert close(feasible.focus(gu, gc, su, sc, variant="signed"),
+                 [naive_signed(*row) for row in rows])
     assert close(feasible.focus(gu, gc, su, sc, variant="soft", p=p),
                  [naive_soft(*row, p) for row in rows])
     mask = feasible.prob_mask(gu, gc, su, sc, p).tolist()
@@ -208,7 +222,9 @@ def test_prop5d_symmetry_under_sign_flip(q, p):
                        feasible.agreement_probability(gu, gc, su, sc))
     assert torch.equal(feasible.prob_mask(-gu, -gc, su, sc, p),
                        feasible.prob_mask(gu, gc, su, sc, p))
-    assert torch.equal(feasible.focus(-gu, -gc, su, sc), -feasible.focus(gu, gc, su, sc))
+    assert torch.equal(feasible.focus(-gu, -gc, su, sc), feasible.focus(gu, gc, su, sc))
+    assert torch.equal(feasible.focus(-gu, -gc, su, sc, variant="signed"),
+                       -feasible.focus(gu, gc, su, sc, variant="signed"))
 
 
 @PROPERTY
@@ -240,12 +256,14 @@ def test_prop5c_small_noise_limit_is_and_on_true_gradients(p, seed):
         mask = feasible.prob_mask(estimate[0], estimate[1], se[0], se[1], p)
         assert torch.equal(mask, feasible.and_mask(true[0], true[1]))
         f = feasible.focus(estimate[0], estimate[1], se[0], se[1])
-        limit = torch.sign(true[0]) * feasible.and_mask(true[0], true[1])  # Prop. 7's limit
+        limit = feasible.and_mask(true[0], true[1]).to(F64)  # Prop. 7's limit: the AND mask
         assert torch.allclose(f, limit, atol=1e-9)
+        signed = feasible.focus(estimate[0], estimate[1], se[0], se[1], variant="signed")
+        assert torch.allclose(signed, torch.sign(true[0]) * limit, atol=1e-9)
 
 
 # ------------------------------------------------------------------------------------------
-# Prop. 7: properties of the focus vector (default reading).
+# Prop. 7: properties of the signed focus vector (this project's earlier reading).
 # ------------------------------------------------------------------------------------------
 
 
@@ -253,7 +271,7 @@ def test_prop5c_small_noise_limit_is_and_on_true_gradients(p, seed):
 @given(quads())
 def test_prop7_focus_bounded_by_probability_and_signed_by_likeliest_common_sign(q):
     gu, gc, su, sc = q
-    f = feasible.focus(gu, gc, su, sc)
+    f = feasible.focus(gu, gc, su, sc, variant="signed")
     prob = feasible.agreement_probability(gu, gc, su, sc)
     assert bool((f.abs() <= prob + 1e-12).all())
     assert bool((f.abs() <= 1).all())
@@ -268,22 +286,23 @@ def test_prop7_focus_bounded_by_probability_and_signed_by_likeliest_common_sign(
 def test_prop7_focus_zero_iff_phi_u_is_one_minus_phi_c(q):
     gu, _, su, _ = q
     # g_c / s_c = -g_u / s_u gives phi_c = 1 - phi_u exactly: f = 0, and the update is 0.
-    assert bool((feasible.focus(gu, -gu, su, su) == 0).all())
-    update = feasible_update(gu, -gu, su, su, addon="focus")
+    assert bool((feasible.focus(gu, -gu, su, su, variant="signed") == 0).all())
+    update = feasible_update(gu, -gu, su, su, addon="focus", focus_variant="signed")
     assert bool((update.direction == 0).all()) and not bool(update.keep.any())
     # Elsewhere f = 0 only where phi_u + phi_c = 1 (checked with the naive phi).
     gen = torch.Generator().manual_seed(len(gu))
     gc = torch.randn(len(gu), generator=gen, dtype=F64)
     sc = torch.rand(len(gu), generator=gen, dtype=F64)
-    f = feasible.focus(gu, gc, su, sc)
+    f = feasible.focus(gu, gc, su, sc, variant="signed")
     rows = zip(gu.tolist(), gc.tolist(), su.tolist(), sc.tolist())
-    naive = t([naive_focus(*row) for row in rows])
+    naive = t([naive_signed(*row) for row in rows])
     assert bool(((f == 0) | (naive.abs() > 0)).all())
     assert bool(((f != 0) | (naive.abs() < 1e-15)).all())
 
 
 # ------------------------------------------------------------------------------------------
-# Prop. 6: the focus update is aligned with the common sign in expectation.
+# Prop. 6 (signed reading): the signed focus update is aligned with the common sign in
+# expectation.
 # ------------------------------------------------------------------------------------------
 
 
@@ -294,9 +313,10 @@ def test_prop6_expectation_identity_by_monte_carlo(agg):
     gu = 0.5 * torch.randn(d, generator=gen, dtype=F64)
     gc = 0.5 * torch.randn(d, generator=gen, dtype=F64)
     su, sc = torch.rand(d, generator=gen, dtype=F64), torch.rand(d, generator=gen, dtype=F64)
-    u = feasible.feasible_direction(gu, gc, su, sc, addon="focus", agg=agg, alpha=0.8, beta=0.5)
+    u = feasible.feasible_direction(gu, gc, su, sc, addon="focus", agg=agg, alpha=0.8, beta=0.5,
+                                    focus_variant="signed")
     a = feasible.AGGREGATORS[agg](gu, gc, 0.8, 0.5)
-    f = feasible.focus(gu, gc, su, sc)
+    f = feasible.focus(gu, gc, su, sc, variant="signed")
     true_u = gu + su * torch.randn(n, d, generator=gen, dtype=F64)
     true_c = gc + sc * torch.randn(n, d, generator=gen, dtype=F64)
     samples = (u * (torch.sign(true_u) + torch.sign(true_c)) / 2).sum(1)
@@ -330,13 +350,16 @@ def test_edge_cases_zero_standard_error_and_zero_estimate():
     g, zero = t([2.0, -3.0, 0.0]), t([0.0, 0.0, 0.0])
     assert feasible.phi(g, zero).tolist() == [1.0, 0.0, 0.5]
     assert feasible.phi(zero, t([1.0, 0.0, 5.0])).tolist() == [0.5, 0.5, 0.5]
-    # A zero estimate: P = 1/2, kept by PROB for p <= 1/2, dropped above and by AND; f = phi - 1/2.
+    # A zero estimate: P = 1/2, kept by PROB for p <= 1/2, dropped above and by AND; f = P = 1/2
+    # (signed: f = phi - 1/2).
     gu, gc, s = t([0.0, 0.0]), t([1.0, 0.0]), t([1.0, 1.0])
     assert feasible.agreement_probability(gu, gc, s, s).tolist() == [0.5, 0.5]
     assert feasible.prob_mask(gu, gc, s, s, 0.45).tolist() == [True, True]
     assert feasible.prob_mask(gu, gc, s, s, 0.55).tolist() == [False, False]
     assert feasible.and_mask(gu, gc).tolist() == [False, False]
-    assert torch.allclose(feasible.focus(gu, gc, s, s), t([naive_phi(1.0, 1.0) - 0.5, 0.0]))
+    assert feasible.focus(gu, gc, s, s).tolist() == [0.5, 0.5]
+    assert torch.allclose(feasible.focus(gu, gc, s, s, variant="signed"),
+                          t([naive_phi(1.0, 1.0) - 0.5, 0.0]))
     # Exact estimates (se = 0) of opposite signs: P = 0; of equal signs: P = 1.
     exact = feasible.agreement_probability(t([1.0, 1.0]), t([-1.0, 2.0]), zero[:2], zero[:2])
     assert exact.tolist() == [0.0, 1.0]
@@ -365,9 +388,16 @@ def _all_functions(gu, gc, su, sc):
         "prob_mask": feasible.prob_mask(gu, gc, su, sc),
         "focus": feasible.focus(gu, gc, su, sc),
         "soft": feasible.focus(gu, gc, su, sc, variant="soft"),
+        "signed": feasible.focus(gu, gc, su, sc, variant="signed"),
+        "certified": feasible.certified_mask(gu, gc, alpha=0.8, beta=0.5),
+        "certified_focus": feasible.certified_mask(
+            gu, gc, weight=feasible.agreement_probability(gu, gc, su, sc)),
+        "saliency_per_tensor": feasible.saliency_mask(gu, per_tensor=True),
         "saliency_mask": feasible.saliency_mask(gu),
         "direction": feasible.feasible_direction(gu, gc, su, sc),
         "focus_update": feasible_update(gu, gc, su, sc, addon="focus", renorm=True).direction,
+        "focus_opt": feasible_update(gu, gc, su, sc, addon="focus_opt").direction,
+        "opt": feasible_update(gu, gc, addon="opt", agg="min").direction,
     }
 
 
@@ -400,7 +430,8 @@ def test_structures_round_trip_and_match_leafwise_results(kind):
     for key in keys:
         single = _all_functions(gu[key], gc[key], su[key], sc[key])
         for name in ("lin_g", "min_g", "and_mask", "phi", "agreement_probability", "prob_mask",
-                     "focus", "soft", "direction"):
+                     "focus", "soft", "signed", "direction", "certified", "certified_focus",
+                     "saliency_per_tensor", "focus_opt", "opt"):
             assert torch.equal(results[name][key], single[name]), name
 
 
@@ -420,7 +451,9 @@ def test_dtypes_and_shapes_are_kept(dtype, shape):
     su, sc = (torch.rand(shape, generator=gen, dtype=dtype) for _ in range(2))
     for name, out in _all_functions(gu, gc, su, sc).items():
         assert out.shape == gu.shape, name
-        expected = torch.bool if name in ("and_mask", "prob_mask", "saliency_mask") else dtype
+        masks = ("and_mask", "prob_mask", "saliency_mask", "certified", "certified_focus",
+                 "saliency_per_tensor")
+        expected = torch.bool if name in masks else dtype
         assert out.dtype == expected, name
 
 
@@ -511,13 +544,21 @@ def test_update_follows_its_definition(addon, agg, variant):
     a = feasible.AGGREGATORS[agg](gu, gc, 0.8, 0.5)
     factor = feasible.focus(gu, gc, su, sc, variant=variant, p=0.45)
     prob = feasible.prob_mask(gu, gc, su, sc, 0.45)
+    f = feasible.agreement_probability(gu, gc, su, sc)
+    opt = feasible.certified_mask(gu, gc, alpha=0.8, beta=0.5, agg=agg)
+    focus_opt = feasible.certified_mask(gu, gc, alpha=0.8, beta=0.5, agg=agg, weight=f) & (f > 0)
     expected = {
         "none": (a, torch.ones(50, dtype=torch.bool)),
         "salun": (a * sal, sal),
+        "salun_step": (a * sal, sal),
         "and": (a * feasible.and_mask(gu, gc), feasible.and_mask(gu, gc)),
         "prob": (a * prob, prob),
-        "focus": (factor * (a.abs() if variant == "default" else a), factor != 0),
+        "focus": (factor * (a.abs() if variant == "signed" else a), factor != 0),
+        "opt": (a * opt, opt),
+        "focus_opt": (f * a * focus_opt, focus_opt),
     }[addon]
+    if addon in ("and", "prob"):
+        assert 0 < int(expected[1].sum()) < 50, addon  # the example masks something
     assert torch.allclose(update.direction, expected[0], atol=1e-15)
     assert torch.equal(update.keep, expected[1])
     assert bool((update.direction[~update.keep] == 0).all())
@@ -530,7 +571,7 @@ def test_renorm_restores_the_unmasked_norm_and_keeps_zero():
     sc = {k: v.abs() for k, v in _random_tree("dict", gen).items()}
     norm = lambda tree: torch.sqrt(sum((v**2).sum() for v in tree.values()))  # noqa: E731
     a = feasible.lin_g(gu, gc, 0.8, 0.5)
-    for addon in ("and", "prob", "focus"):
+    for addon in ("and", "prob", "focus", "opt", "focus_opt"):
         plain = feasible_update(gu, gc, su, sc, addon=addon, alpha=0.8, beta=0.5)
         scaled = feasible_update(gu, gc, su, sc, addon=addon, alpha=0.8, beta=0.5, renorm=True)
         assert torch.allclose(norm(scaled.direction), norm(a))
@@ -643,22 +684,22 @@ def test_negative_standard_error_is_rejected():
 
 def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match=(
-        "Unknown add-on 'porb'; expected one of 'none', "
-        "'salun', 'and', 'prob', 'focus'."
+        "Unknown add-on 'porb'; expected one of 'none', 'salun', 'salun_step', 'and', 'prob', "
+        "'focus', 'opt', 'focus_opt'."
     )):
         feasible.feasible_direction(X, X, S, S, addon="porb")
     with pytest.raises(ValueError, match="Unknown aggregator 'max'; expected one of 'lin', 'min'."):
         feasible.feasible_direction(X, X, S, S, agg="max")
     with pytest.raises(ValueError, match=(
         "Unknown focus variant 'hard'; expected "
-        "one of 'default', 'soft'."
+        "one of 'probability', 'signed', 'soft'."
     )):
         feasible.feasible_direction(X, X, S, S, addon="focus", focus_variant="hard")
     with pytest.raises(ValueError, match="Unknown focus variant 'hard'"):
         feasible.focus(X, X, S, S, variant="hard")
 
 
-@pytest.mark.parametrize("addon", ["prob", "focus"])
+@pytest.mark.parametrize("addon", [a for a, record in feasible.ADDONS.items() if record.needs_se])
 def test_missing_standard_errors_are_rejected(addon):
     with pytest.raises(ValueError, match=(
         f"The 'se_u' parameter of feasible_direction is "
@@ -680,6 +721,12 @@ def test_missing_saliency_is_rejected():
         "is required for add-on 'salun'"
     )):
         feasible.feasible_direction(X, X, addon="salun")
+    with pytest.raises(ValueError, match=(
+        r"The 'saliency' parameter of feasible_update is required for add-on 'salun_step' "
+        r"\(a bool mask recomputed at every step, e.g. saliency_mask\(gradient of -CE on the "
+        r"forget batch, fraction, per_tensor=True\)\)"
+    )):
+        feasible_update(X, X, addon="salun_step")
 
 
 def test_non_tensor_leaves_are_type_errors():
@@ -708,3 +755,392 @@ def test_bad_saliency_fraction_is_rejected(fraction):
         r"a float in the interval \(0, 1\]"
     )):
         feasible.saliency_mask(X, fraction)
+
+
+# ------------------------------------------------------------------------------------------
+# The authors' focus vector f = P (Prop. 7 as coded) and its limits.
+# ------------------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(quads())
+def test_focus_is_the_agreement_probability_and_never_flips_the_aggregate(q):
+    gu, gc, su, sc = q
+    f = feasible.focus(gu, gc, su, sc)
+    assert torch.equal(f, feasible.agreement_probability(gu, gc, su, sc))
+    assert bool(((f >= 0) & (f <= 1)).all())
+    # f = (1 + psi_U psi_C) / 2 with psi = 2 phi - 1.
+    psi_u, psi_c = 2 * feasible.phi(gu, su) - 1, 2 * feasible.phi(gc, sc) - 1
+    assert torch.allclose(f, (1 + psi_u * psi_c) / 2, atol=1e-12)
+    a = feasible.lin_g(gu, gc, 0.8, 0.5)
+    update = feasible_update(gu, gc, su, sc, addon="focus", alpha=0.8, beta=0.5)
+    assert torch.equal(update.direction, f * a)
+    assert bool((update.direction * a >= 0).all())  # attenuates, never flips
+    assert torch.equal(update.keep, f > 0)
+    # PROB is f thresholded, away from the threshold where rounding may decide.
+    for p in (0.3, 0.45, 0.55):
+        clear = (f - p).abs() > 1e-9
+        assert torch.equal(feasible.prob_mask(gu, gc, su, sc, p)[clear], (f >= p)[clear])
+
+
+@PROPERTY
+@given(quads())
+def test_focus_is_one_half_where_a_loss_carries_no_signal(q):
+    gu, gc, su, sc = q
+    zero = torch.zeros_like(gu)
+    assert bool((feasible.focus(zero, gc, su, sc) == 0.5).all())  # no estimate of g_U
+    assert bool((feasible.focus(gu, zero, su, sc) == 0.5).all())  # no estimate of g_C
+    infinite = torch.full_like(su, 1e300)  # a standard error that swamps any estimate
+    assert torch.allclose(feasible.focus(gu, gc, infinite, sc), t([0.5] * len(gu)), atol=1e-12)
+    assert torch.allclose(feasible.focus(gu, gc, su, infinite), t([0.5] * len(gu)), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_focus_tends_to_the_and_mask_as_noise_vanishes_and_to_one_half_as_it_grows(seed):
+    gen = torch.Generator().manual_seed(seed)
+    gu, gc = torch.randn(2, 400, generator=gen, dtype=F64)
+    gu, gc = gu.sign() * (0.01 + gu.abs()), gc.sign() * (0.01 + gc.abs())  # no zero estimate
+    base_u, base_c = torch.rand(2, 400, generator=gen, dtype=F64) + 0.1
+    and_indicator = feasible.and_mask(gu, gc).to(F64)
+    # Exact estimates: f is the AND indicator exactly.
+    zero = torch.zeros_like(gu)
+    assert torch.equal(feasible.focus(gu, gc, zero, zero), and_indicator)
+    distances = []
+    for scale in (1e-1, 1e-2, 1e-3, 1e-6):
+        f = feasible.focus(gu, gc, scale * base_u, scale * base_c)
+        distances.append(float((f - and_indicator).abs().max()))
+    assert distances == sorted(distances, reverse=True) and distances[-1] < 1e-12
+    halves = []
+    for scale in (1e1, 1e2, 1e4, 1e8):
+        f = feasible.focus(gu, gc, scale * base_u, scale * base_c)
+        halves.append(float((f - 0.5).abs().max()))
+    assert halves == sorted(halves, reverse=True) and halves[-1] < 1e-12
+    # One loss noisy is enough: f -> 1/2 as either standard error grows.
+    f = feasible.focus(gu, gc, 1e8 * base_u, zero)
+    assert float((f - 0.5).abs().max()) < 1e-7
+
+
+# ------------------------------------------------------------------------------------------
+# certified_mask: the OPT certificate.
+# ------------------------------------------------------------------------------------------
+
+
+def _inner(u, g):
+    return float(torch.dot(u.reshape(-1).double(), g.reshape(-1).double()))
+
+
+def _scale(u, g):
+    """The size of the terms of <u, g>: the tolerance of a float64 sum is relative to it."""
+    return float((u.reshape(-1).double() * g.reshape(-1).double()).abs().sum())
+
+
+def _check_certificate(gu, gc, mask, direction, tol=1e-9):
+    """Both inner products >= 0 (up to rounding) on the kept direction of one tensor."""
+    u = mask * direction
+    for g in (gu, gc):
+        assert _inner(u, g) >= -tol * max(_scale(direction, g), 1e-300)
+
+
+def _order(gu, gc, weight=None):
+    key = gu.reshape(-1).double() * gc.reshape(-1).double()
+    if weight is not None:
+        key = weight.reshape(-1).double() * key
+    return torch.sort(key, stable=True).indices
+
+
+_gradient_entries = st.one_of(
+    st.just(0.0),
+    st.floats(-10.0, 10.0, allow_nan=False),
+    st.floats(-1e-6, 1e-6, allow_nan=False),
+)
+
+
+@st.composite
+def gradient_pairs(draw, max_size=40):
+    n = draw(st.integers(1, max_size))
+    vec = lambda: t(draw(st.lists(_gradient_entries, min_size=n, max_size=n)))  # noqa: E731
+    return vec(), vec()
+
+
+@PROPERTY
+@given(gradient_pairs(), st.floats(0.0, 2.0), st.floats(0.0, 2.0), st.sampled_from(["lin", "min"]),
+       st.booleans())
+def test_certified_mask_makes_a_descent_direction_for_both_and_is_minimal(pair, alpha, beta, agg,
+                                                                         weighted):
+    gu, gc = pair
+    gen = torch.Generator().manual_seed(len(gu))
+    weight = torch.rand(len(gu), generator=gen, dtype=F64) if weighted else None
+    mask = feasible.certified_mask(gu, gc, alpha=alpha, beta=beta, agg=agg, weight=weight)
+    assert mask.dtype == torch.bool and mask.shape == gu.shape
+    direction = feasible.AGGREGATORS[agg](gu, gc, alpha, beta)
+    if weighted:
+        direction = weight * direction
+    _check_certificate(gu, gc, mask, direction)
+    # The removed coordinates are a prefix of the order of w * g_u * g_c (most negative first).
+    order = _order(gu, gc, weight)
+    cut = int((~mask).sum())
+    assert bool((~mask[order[:cut]]).all()) and bool(mask[order[cut:]].all())
+    if cut:
+        # Minimal in that order: keeping the last removed coordinate breaks the certificate.
+        relaxed = mask.clone()
+        relaxed[order[cut - 1]] = True
+        u = relaxed * direction
+        worst = min(_inner(u, gu), _inner(u, gc))
+        tol = 1e-9 * max(_scale(direction, gu), _scale(direction, gc))
+        assert worst < tol
+        # Only conflicting coordinates are ever cut (for these aggregators and weights >= 0).
+        assert bool((gu[~mask] * gc[~mask] < 0).all())
+
+
+@PROPERTY
+@given(gradient_pairs(), st.floats(0.01, 2.0), st.floats(0.01, 2.0),
+       st.sampled_from(["lin", "min"]))
+def test_certified_mask_cuts_nothing_when_the_aggregate_already_descends_both(pair, alpha, beta,
+                                                                             agg):
+    gu, gc = pair
+    a = feasible.AGGREGATORS[agg](gu, gc, alpha, beta)
+    mask = feasible.certified_mask(gu, gc, alpha=alpha, beta=beta, agg=agg)
+    tol = 1e-9 * max(_scale(a, gu), _scale(a, gc))
+    if _inner(a, gu) > tol and _inner(a, gc) > tol:
+        assert bool(mask.all())
+    # And for agreeing gradients (every product >= 0) nothing is ever cut.
+    same = feasible.certified_mask(gu.abs(), gc.abs(), alpha=alpha, beta=beta, agg=agg)
+    assert bool(same.all())
+
+
+def _authors_rule(gu, gc, alpha, beta):
+    """A naive reference of the authors' OPT test, one prefix at a time, in exact fractions.
+
+    Cut coordinates in the order of g_u * g_c until
+    min(alpha/beta sum g_u^2, beta/alpha sum g_c^2) + sum g_u g_c >= 0 over the kept ones;
+    when no prefix passes, cut everything.
+    """
+    from fractions import Fraction
+
+    u = [Fraction(x) for x in gu.tolist()]
+    c = [Fraction(x) for x in gc.tolist()]
+    a, b = Fraction(alpha), Fraction(beta)
+    order = _order(gu, gc).tolist()
+    for cut in range(len(u) + 1):
+        kept = order[cut:]
+        value = min(a / b * sum(u[i] ** 2 for i in kept), b / a * sum(c[i] ** 2 for i in kept))
+        if value + sum(u[i] * c[i] for i in kept) >= 0:
+            break
+    mask = torch.ones(len(u), dtype=torch.bool)
+    mask[order[:cut]] = False
+    return mask
+
+
+@PROPERTY
+@given(gradient_pairs(max_size=15), st.floats(0.05, 1.0), st.floats(0.05, 1.0))
+def test_certified_mask_equals_the_authors_test_for_lin_g(pair, alpha, beta):
+    gu, gc = pair
+    ours = feasible.certified_mask(gu, gc, alpha=alpha, beta=beta)
+    reference = _authors_rule(gu, gc, alpha, beta)
+    if not torch.equal(ours, reference):
+        # They may differ only where the float64 sums round across 0 at the cut-off.
+        direction = feasible.lin_g(gu, gc, alpha, beta)
+        scale = max(_scale(direction, gu), _scale(direction, gc))
+        for mask in (ours, reference):
+            u = mask * direction
+            assert min(_inner(u, gu), _inner(u, gc)) >= -1e-9 * scale
+        assert abs(int(ours.sum()) - int(reference.sum())) <= 1
+
+
+def test_certified_mask_hand_worked_and_the_zero_direction_when_no_cut_off_exists():
+    # g_u * g_c = [-4, -1, 6]; alpha = beta = 1: a = [-1, 0, 5].
+    gu, gc = t([2.0, 1.0, 2.0]), t([-3.0, -1.0, 3.0])
+    # All kept: <a, g_u> = -2 + 0 + 10 = 8 >= 0, <a, g_c> = 3 + 0 + 15 = 18 >= 0: nothing cut.
+    assert feasible.certified_mask(gu, gc).tolist() == [True, True, True]
+    # alpha = 1, beta = 4: a = [-10, -3, 14]; <a, g_u> = -20 - 3 + 28 = 5, <a, g_c> = 30 + 3
+    # + 42 = 75: nothing cut. With g_u[2] = 0.5 instead: a = [-10, -3, 12.5], <a, g_u> = -20 - 3
+    # + 6.25 < 0; cut coordinate 0 (product -6 < -1 < 1.5): <a, g_u> = -3 + 6.25 >= 0 and
+    # <a, g_c> = 3 + 37.5 >= 0.
+    assert feasible.certified_mask(gu, gc, alpha=1.0, beta=4.0).tolist() == [True, True, True]
+    gu2 = t([2.0, 1.0, 0.5])
+    assert feasible.certified_mask(gu2, gc, alpha=1.0, beta=4.0).tolist() == [False, True, True]
+    # Gradients that conflict on every coordinate: no non-empty subset descends both, so the
+    # whole tensor is cut and its direction is zero, while another tensor is left alone.
+    conflict = {"w": t([1.0, 2.0, 3.0]), "b": t([1.0, 1.0])}
+    other = {"w": t([-1.0, -2.0, -3.0]), "b": t([2.0, 0.5])}
+    mask = feasible.certified_mask(conflict, other, alpha=1.0, beta=2.0)
+    assert mask["w"].tolist() == [False, False, False] and mask["b"].tolist() == [True, True]
+    update = feasible_update(conflict, other, addon="opt", alpha=1.0, beta=2.0)
+    assert bool((update.direction["w"] == 0).all()) and not bool(update.keep["w"].any())
+    expected_b = feasible.lin_g(t([1.0, 1.0]), t([2.0, 0.5]), 1.0, 2.0)
+    assert torch.equal(update.direction["b"], expected_b)
+    # An empty tensor stays empty.
+    assert feasible.certified_mask(t([]), t([])).shape == (0,)
+
+
+def test_certified_mask_is_per_tensor():
+    gen = torch.Generator().manual_seed(4)
+    gu, gc = _random_tree("dict", gen), _random_tree("dict", gen)
+    gc = {k: -v + 0.3 * torch.randn(v.shape, generator=gen, dtype=F64) for k, v in gu.items()}
+    together = feasible.certified_mask(gu, gc, alpha=0.05, beta=0.95)
+    for key in gu:
+        assert torch.equal(together[key],
+                           feasible.certified_mask(gu[key], gc[key], alpha=0.05, beta=0.95))
+
+
+def _digits_gradients(seed=0, hidden=16):
+    """The NGPlus gradients of a small MLP on scikit-learn's digits: -CE on a forget batch and
+    CE on a retain batch, after a few steps of training (a real network's gradients)."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x, y = torch.tensor(x / 16, dtype=torch.float32), torch.tensor(y)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(),
+                              torch.nn.Linear(hidden, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[200:]), y[200:]).backward()
+        opt.step()
+    params = dict(net.named_parameters())
+
+    def grads(loss):
+        values = torch.autograd.grad(loss, list(params.values()))
+        return {n: g.detach() for n, g in zip(params, values)}
+
+    gen = torch.Generator().manual_seed(seed)
+    forget = torch.randperm(200, generator=gen)[:64]
+    retain = 200 + torch.randperm(len(y) - 200, generator=gen)[:64]
+    g_u = grads(-torch.nn.functional.cross_entropy(net(x[forget]), y[forget]))
+    g_c = grads(torch.nn.functional.cross_entropy(net(x[retain]), y[retain]))
+    return g_u, g_c
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_certificate_on_real_network_gradients(seed):
+    g_u, g_c = _digits_gradients(seed)
+    se_u, _ = feasible.ema_scale(g_u)  # the authors' first-step scale: f close to AND
+    se_c, _ = feasible.ema_scale(g_c)
+    f = feasible.focus(g_u, g_c, se_u, se_c)
+    alpha, beta = 0.05, 0.95
+    any_cut = False
+    for addon, weight in (("opt", None), ("focus_opt", f)):
+        update = feasible_update(g_u, g_c, se_u, se_c, addon=addon, alpha=alpha, beta=beta)
+        mask = feasible.certified_mask(g_u, g_c, alpha=alpha, beta=beta, weight=weight)
+        for name in g_u:
+            direction = feasible.lin_g(g_u[name], g_c[name], alpha, beta)
+            if weight is not None:
+                direction = weight[name] * direction
+            _check_certificate(g_u[name], g_c[name], mask[name], direction, tol=1e-6)
+            u = update.direction[name]
+            for g in (g_u[name], g_c[name]):
+                assert _inner(u, g) >= -1e-6 * max(_scale(direction, g), 1e-30)
+            any_cut = any_cut or not bool(mask[name].all())
+    # The aggregate alone fails the certificate on some tensor of a real network: the cut acts.
+    assert any_cut
+
+
+# ------------------------------------------------------------------------------------------
+# saliency_mask(per_tensor=True): the authors' per-step SalUn threshold.
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fraction", [0.5, 0.25, 0.75, 0.125, 1.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_tensor_saliency_is_torch_quantile_midpoint(dtype, fraction, seed):
+    gen = torch.Generator().manual_seed(seed)
+    grads = {"w": torch.randn(7, 5, generator=gen, dtype=dtype),
+             "b": torch.randn(6, generator=gen, dtype=dtype),
+             "s": torch.randn((), generator=gen, dtype=dtype),
+             "ties": torch.tensor([0.0, 0.0, 0.0, 1.0, -1.0, 2.0, 0.0], dtype=dtype)}
+    grads["w"][0] = 0.0  # dead units: ties at 0
+    mask = feasible.saliency_mask(grads, fraction, per_tensor=True)
+    for name, g in grads.items():
+        threshold = torch.quantile(g.abs().reshape(-1), 1 - fraction, interpolation="midpoint")
+        assert torch.equal(mask[name], g.abs() >= threshold), name
+
+
+def test_per_tensor_saliency_keeps_ties_and_ranks_exactly():
+    # More than half zero: the median is 0 and every coordinate is kept (|g| >= 0).
+    dead = t([0.0, 0.0, 0.0, 0.5, -2.0])
+    assert feasible.saliency_mask(dead, 0.5, per_tensor=True).tolist() == [True] * 5
+    # 11 values, fraction 0.7: the 0.3-quantile has rank 0.3 * 10 = 3 exactly (the order
+    # statistic |g|_(3) = 3), although 1 - 0.7 is 0.30000000000000004 in floating point.
+    g = t([5.0, -1.0, 0.0, 3.0, 2.0, 10.0, -4.0, 6.0, 7.0, 8.0, 9.0])
+    kept = feasible.saliency_mask(g, 0.7, per_tensor=True)
+    assert kept.tolist() == [abs(v) >= 3.0 for v in g.tolist()] and int(kept.sum()) == 8
+    # Midpoint between order statistics: 4 values, fraction 0.5 -> (|g|_(1) + |g|_(2)) / 2 = 2.5.
+    assert feasible.saliency_mask(t([1.0, 2.0, 3.0, 4.0]), 0.5, per_tensor=True).tolist() == [
+        False, False, True, True]
+    # Each tensor on its own: a tensor of small gradients keeps its own top half.
+    tree = [t([100.0, 200.0]), t([0.001, 0.002])]
+    assert [m.tolist() for m in feasible.saliency_mask(tree, 0.5, per_tensor=True)] == [
+        [False, True], [False, True]]
+    assert [m.tolist() for m in feasible.saliency_mask(tree, 0.5)] == [[True, True],
+                                                                      [False, False]]
+
+
+def test_per_tensor_must_be_a_bool():
+    with pytest.raises(TypeError, match="'per_tensor' parameter of saliency_mask must be a bool"):
+        feasible.saliency_mask(X, 0.5, per_tensor=1)
+
+
+# ------------------------------------------------------------------------------------------
+# The add-on registry: one record per add-on, read by masks, the loop and the CLI.
+# ------------------------------------------------------------------------------------------
+
+
+def test_addon_registry_records():
+    import dataclasses
+
+    from feasible.methods import ADDON_USES
+    from feasible.unlearn import UnlearnConfig
+
+    assert list(feasible.ADDONS) == ["none", "salun", "salun_step", "and", "prob", "focus",
+                                     "opt", "focus_opt"]
+    fields = {f.name for f in dataclasses.fields(UnlearnConfig)}
+    for name, record in feasible.ADDONS.items():
+        assert isinstance(record, feasible.Addon) and record.name == name and record.description
+        assert set(record.uses) <= fields
+        assert record.needs_se == ({"se_u", "se_c"} <= set(record.requires))
+        assert ADDON_USES[name] == record.uses
+    assert feasible.ADDONS["salun"].saliency == "theta0"
+    assert feasible.ADDONS["salun_step"].saliency == "step"
+    assert not feasible.ADDONS["opt"].needs_se and feasible.ADDONS["opt"].needs_both
+    assert feasible.ADDONS["focus_opt"].needs_se
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        feasible.ADDONS["opt"].needs_se = True
+
+
+def test_addon_records_are_validated():
+    rule = feasible.ADDONS["none"].rule
+    with pytest.raises(ValueError, match="requires unknown inputs"):
+        feasible.Addon("x", rule, False, False, ("gradient",), (), "x")
+    with pytest.raises(ValueError, match="needs_se"):
+        feasible.Addon("x", rule, True, True, (), (), "x")
+    with pytest.raises(ValueError, match="saliency must name its source"):
+        feasible.Addon("x", rule, False, False, ("saliency",), (), "x")
+
+
+@pytest.mark.parametrize("addon", list(feasible.ADDONS))
+def test_every_required_input_is_named_when_missing(addon):
+    record = feasible.ADDONS[addon]
+    given = {"se_u": S, "se_c": S, "saliency": X > 0}
+    for missing in record.requires:
+        kwargs = {name: value for name, value in given.items() if name != missing}
+        with pytest.raises(ValueError, match=(
+            f"The '{missing}' parameter of feasible_update is required for add-on '{addon}'"
+        )):
+            feasible_update(X, X, addon=addon, **kwargs)
+    # With everything it requires, it runs.
+    feasible_update(X, X, **{name: given[name] for name in record.requires}, addon=addon)
+
+
+def test_certified_mask_validation():
+    with pytest.raises(ValueError, match=(
+        r"The 'weight' argument of certified_mask must be >= 0 \(a per-coordinate weight"
+    )):
+        feasible.certified_mask(X, X, weight=t([0.5, -0.5]))
+    with pytest.raises(ValueError, match="Unknown aggregator 'max'"):
+        feasible.certified_mask(X, X, agg="max")
+    with pytest.raises(ValueError, match="'alpha' parameter of certified_mask"):
+        feasible.certified_mask(X, X, alpha=-1.0)
+    with pytest.raises(ValueError, match="same structure"):
+        feasible.certified_mask({"w": X}, {"w": X}, weight=[S])
