@@ -1,8 +1,13 @@
-"""Tests of feasible.noise.grad_stats: exactness, estimator agreement, side effects, calibration."""
+"""Tests of feasible.noise: grad_stats (exactness, estimator agreement, side effects, calibration)
+and ema_scale, the authors' running second moment (recurrence, bounds, state, validation)."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import norm, spearmanr
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -289,3 +294,180 @@ def test_phi_is_calibrated_within_the_measured_bound(digits, trained, method):
     assert ece <= 0.2  # measured 0.136 / 0.141
     # Over-confident, as THEORY.md section 8 reports on a CNN: the extremes are pulled inwards.
     assert shares[0] > phi[bins == 0].mean() and shares[9] < phi[bins == 9].mean()
+
+
+# ------------------------------------------------------------------------------------------
+# ema_scale: the authors' noise scale.
+# ------------------------------------------------------------------------------------------
+
+F64 = torch.float64
+EPS = 1e-8
+
+
+def test_ema_recurrence_three_steps_by_hand():
+    g1, g2, g3 = (torch.tensor(v, dtype=F64) for v in
+                  ([3.0, -1.0, 0.0, 2.0], [1.0, 2.0, 0.0, 0.0], [-2.0, 0.5, 1e-3, 0.0]))
+    s1, v1 = feasible.ema_scale(g1)
+    # V1 = (1 - 0.9) g1^2 = [0.9, 0.1, 0, 0.4]
+    assert torch.allclose(v1, torch.tensor([0.9, 0.1, 0.0, 0.4], dtype=F64), atol=1e-15)
+    assert torch.allclose(s1, (v1 + EPS).sqrt(), atol=0)
+    s2, v2 = feasible.ema_scale(g2, v1)
+    # V2 = 0.9 g2^2 + 0.1 V1 = [0.9 + 0.09, 3.6 + 0.01, 0, 0.04]
+    assert torch.allclose(v2, torch.tensor([0.99, 3.61, 0.0, 0.04], dtype=F64), atol=1e-15)
+    s3, v3 = feasible.ema_scale(g3, v2)
+    # V3 = 0.9 g3^2 + 0.1 V2 = [3.6 + 0.099, 0.225 + 0.361, 9e-7 + 0, 0.004]
+    expected = torch.tensor([3.699, 0.586, 9e-7, 0.004], dtype=F64)
+    assert torch.allclose(v3, expected, rtol=1e-12, atol=1e-18)
+    assert torch.allclose(s3, (expected + EPS).sqrt(), rtol=1e-12)
+    # phi(g, scale) is the authors' phi = Phi(g / sqrt(V + 1e-8)).
+    authors = torch.tensor(norm.cdf((g3 / (expected + EPS).sqrt()).numpy()), dtype=F64)
+    assert torch.allclose(feasible.phi(g3, s3), authors, atol=1e-12)
+    # Other weights: rho = 0.5 halves both terms.
+    _, w1 = feasible.ema_scale(g1, rho=0.5)
+    _, w2 = feasible.ema_scale(g2, w1, rho=0.5, eps=1e-3)
+    assert torch.allclose(w2, 0.5 * g2**2 + 0.25 * g1**2, atol=1e-15)
+
+
+_entry = st.one_of(st.just(0.0), st.floats(-1e3, 1e3, allow_nan=False),
+                   st.floats(-1e-3, 1e-3, allow_nan=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(_entry, min_size=5, max_size=5), min_size=1, max_size=6),
+       st.floats(0.05, 0.99))
+def test_ema_bounds_the_signal_to_noise_ratio(steps, rho):
+    """|g / s| < 1/sqrt(1 - rho) at the first step, < 1/sqrt(rho) from the second on."""
+    v = None
+    for t, values in enumerate(steps):
+        g = torch.tensor(values, dtype=F64)
+        scale, v_new = feasible.ema_scale(g, v, rho=rho)
+        z = (g / scale).abs()
+        bound = 1 / math.sqrt(1 - rho) if t == 0 else 1 / math.sqrt(rho)
+        assert bool((z <= bound * (1 + 1e-12)).all()), (t, z.max().item(), bound)
+        assert bool((scale >= math.sqrt(EPS) * (1 - 1e-12)).all()) and bool((v_new >= 0).all())
+        if t == 0:
+            assert torch.allclose(v_new, (1 - rho) * g**2, atol=0)
+        else:
+            assert torch.allclose(v_new, rho * g**2 + (1 - rho) * v, atol=0)
+        v = v_new
+
+
+def test_ema_at_the_authors_rho_keeps_phi_and_the_agreement_probability_in_range():
+    gen = torch.Generator().manual_seed(0)
+    bound = 1 / math.sqrt(0.9)
+    assert bound == pytest.approx(1.0541, abs=1e-4)
+    phi_max = norm.cdf(bound)  # about 0.854
+    psi_max = 2 * phi_max - 1
+    v_u = v_c = None
+    for step in range(20):
+        # Gradients of varying scale, as the batches of a run; large enough that eps is negligible.
+        g_u = torch.randn(1000, generator=gen, dtype=F64) * 10 ** (step % 3)
+        g_c = torch.randn(1000, generator=gen, dtype=F64) * 10 ** (step % 2)
+        s_u, v_u = feasible.ema_scale(g_u, v_u)
+        s_c, v_c = feasible.ema_scale(g_c, v_c)
+        phi_u = feasible.phi(g_u, s_u)
+        prob = feasible.agreement_probability(g_u, g_c, s_u, s_c)
+        if step == 0:
+            # |z| < 3.16: phi reaches nearly 0 or 1 and f = P is nearly the AND mask.
+            assert float((phi_u - 0.5).abs().max()) > 0.49
+            agree = feasible.and_mask(g_u, g_c).to(F64)
+            assert float((prob - agree).abs().median()) < 0.01
+        else:
+            assert bool(((phi_u >= 1 - phi_max - 1e-12) & (phi_u <= phi_max + 1e-12)).all())
+            low, high = (1 - psi_max**2) / 2, (1 + psi_max**2) / 2  # about 0.249, 0.751
+            assert bool(((prob >= low - 1e-12) & (prob <= high + 1e-12)).all())
+            assert low == pytest.approx(0.2492, abs=1e-3)
+
+
+def test_ema_with_rho_one_forgets_the_past_and_starts_at_zero():
+    g = torch.tensor([2.0, -3.0, 0.0], dtype=F64)
+    scale, v = feasible.ema_scale(g, rho=1.0)
+    assert v.tolist() == [0.0, 0.0, 0.0]
+    assert torch.allclose(scale, torch.full_like(g, math.sqrt(EPS)))  # first ratio g / 1e-4
+    scale, v = feasible.ema_scale(2 * g, torch.tensor([5.0, 5.0, 5.0], dtype=F64), rho=1.0)
+    assert torch.allclose(v, 4 * g**2, atol=0)
+
+
+def test_ema_state_is_carried_on_trees_and_inputs_are_left_alone():
+    gen = torch.Generator().manual_seed(1)
+    shapes = {"fc.weight": (3, 4), "fc.bias": (4,), "scale": ()}
+    grads = [{k: torch.randn(s, generator=gen) for k, s in shapes.items()} for _ in range(3)]
+    copies = [{k: v.clone() for k, v in g.items()} for g in grads]
+    v = None
+    manual = {k: None for k in shapes}
+    for g in grads:
+        scale, v = feasible.ema_scale(g, v)
+        assert list(scale) == list(shapes) and list(v) == list(shapes)
+        for k in shapes:
+            s_k, manual[k] = feasible.ema_scale(g[k], manual[k])  # one tensor at a time
+            assert torch.equal(scale[k], s_k) and torch.equal(v[k], manual[k])
+            assert scale[k].shape == g[k].shape and scale[k].dtype == g[k].dtype
+    assert all(torch.equal(g[k], c[k]) for g, c in zip(grads, copies) for k in shapes)
+    as_list, _ = feasible.ema_scale([grads[0]["fc.bias"], grads[0]["scale"]])
+    assert isinstance(as_list, list) and len(as_list) == 2
+    as_tuple, state = feasible.ema_scale((grads[0]["fc.bias"],))
+    assert isinstance(as_tuple, tuple) and isinstance(state, tuple)
+    # The state carries no autograd graph.
+    w = torch.ones(3, requires_grad=True)
+    scale, state = feasible.ema_scale(w * 2)
+    assert not scale.requires_grad and not state.requires_grad
+
+
+@pytest.mark.parametrize("rho", [0.0, -0.1, 1.5, float("nan"), True, "0.9"])
+def test_ema_rejects_bad_rho(rho):
+    with pytest.raises(ValueError, match=(
+        r"The 'rho' parameter of ema_scale must be a float in the interval \(0, 1\]"
+    )):
+        feasible.ema_scale(torch.ones(2), rho=rho)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-8, float("inf"), float("nan"), False])
+def test_ema_rejects_bad_eps(eps):
+    with pytest.raises(ValueError, match=(
+        "The 'eps' parameter of ema_scale must be a finite float > 0"
+    )):
+        feasible.ema_scale(torch.ones(2), eps=eps)
+
+
+def test_ema_rejects_bad_states_and_gradients():
+    g = {"w": torch.ones(2, 3)}
+    with pytest.raises(ValueError, match=(
+        r"'g' and 'v' arguments of ema_scale must have the same shapes. Got g\['w'\] with "
+        r"shape \(2, 3\) and v\['w'\] with shape \(3,\)"
+    )):
+        feasible.ema_scale(g, {"w": torch.ones(3)})
+    with pytest.raises(ValueError, match="same structure"):
+        feasible.ema_scale(g, [torch.ones(2, 3)])
+    with pytest.raises(ValueError, match=(
+        r"The 'v' argument of ema_scale must be >= 0 \(a running second moment\)"
+    )):
+        feasible.ema_scale(g, {"w": -torch.ones(2, 3)})
+    with pytest.raises(ValueError, match=r"The 'g' argument of ema_scale must be finite"):
+        feasible.ema_scale({"w": torch.tensor([1.0, float("nan")])})
+    with pytest.raises(TypeError, match="floating-point tensors"):
+        feasible.ema_scale(torch.tensor([1, 2]))
+
+
+def test_ema_noise_in_the_loop_needs_no_standard_error_estimator(digits, monkeypatch):
+    """noise='ema' runs the focus add-on with one backward per loss, carrying V across epochs."""
+    import feasible.unlearn as engine
+    from feasible.unlearn import UnlearnConfig, unlearn
+
+    calls = []
+    monkeypatch.setattr(engine, "grad_stats", lambda *a, **k: calls.append(1))
+    states = []
+    real = engine.ema_scale
+
+    def spy(g, v=None, **kwargs):
+        states.append(v is None)
+        return real(g, v, **kwargs)
+
+    monkeypatch.setattr(engine, "ema_scale", spy)
+    x, y = digits
+    model = mlp(0)
+    cfg = UnlearnConfig("ngplus", addon="focus", noise="ema", epochs=2, batch_size=128, lr=0.1)
+    result = unlearn(model, (x[:200], y[:200]), (x[200:], y[200:]), cfg, num_classes=10)
+    assert not calls  # no micro-batch or per-sample estimate
+    assert result.diverged_epoch is None and all(e["steps"] > 0 for e in result.epochs)
+    # One fresh state per loss at the very first step only: carried across steps and epochs.
+    assert states.count(True) == 2 and len(states) == 2 * sum(e["steps"] for e in result.epochs)
