@@ -236,13 +236,13 @@ def test_other_bad_arguments_are_rejected(digits):
 
 
 # ------------------------------------------------------------------------------------------
-# Calibration on real data (THEORY.md section 8). Digits, MLP 64-32-10 trained 5 epochs
-# (SGD 0.1, momentum 0.9, batch 32, seed 0; about 97% training accuracy). phi from batches of
-# 64 (8 disjoint batches, pooled), against the sign of the full-data CE gradient. Coordinates
-# with se = 0 (no information) or a zero full-data gradient are left out. Measured with seed 0:
-# ECE 0.136 (per_sample) and 0.141 (microbatch, k = 8); seeds 0-3 range 0.075-0.172; share
-# positive by phi-decile [0.15, 0.25, 0.44, 0.48, 0.49, 0.54, 0.54, 0.54, 0.60, 0.85], Spearman
-# 0.95. The Gaussian is over-confident: the extreme deciles are less extreme than phi says.
+# Calibration on real data (this project's check of the Gaussian phi). Digits, MLP 64-32-10 trained
+# 5 epochs (SGD 0.1, momentum 0.9, batch 32, seed 0; about 97% training accuracy). phi from batches
+# of 64 (8 disjoint batches, pooled), against the sign of the full-data CE gradient. Coordinates
+# with se = 0 (no information) or a zero full-data gradient are left out. Measured with seed 0: ECE
+# 0.136 (per_sample) and 0.141 (microbatch, k = 8); seeds 0-3 range 0.075-0.172; share positive by
+# phi-decile [0.15, 0.25, 0.44, 0.48, 0.49, 0.54, 0.54, 0.54, 0.60, 0.85], Spearman 0.95. The
+# Gaussian is over-confident: the extreme deciles are less extreme than phi says.
 # ------------------------------------------------------------------------------------------
 
 
@@ -292,7 +292,7 @@ def test_phi_is_calibrated_within_the_measured_bound(digits, trained, method):
     assert shares[9] - shares[0] >= 0.5
     assert shares[0] < 0.5 < shares[9]
     assert ece <= 0.2  # measured 0.136 / 0.141
-    # Over-confident, as THEORY.md section 8 reports on a CNN: the extremes are pulled inwards.
+    # Over-confident, as also measured on a small CNN: the extremes are pulled inwards.
     assert shares[0] > phi[bins == 0].mean() and shares[9] < phi[bins == 9].mean()
 
 
