@@ -133,12 +133,12 @@ def alignment_monte_carlo(
 ) -> MonteCarlo:
     """Estimate ``E[sum_i u_i (sgn g_U,i + sgn g_C,i) / 2 | ghat]`` by sampling the posterior.
 
-    This is the left-hand side of the expectation identity of Prop. 6 (as this project reads
-    it): for the focus update ``u = f * |a|`` it equals ``sum_i |a_i| f_i^2``, and for any
-    update ``u`` it equals ``sum_i u_i f_i`` with ``f = phi_U + phi_C - 1``.
+    For any update ``u`` it equals ``sum_i u_i s_i`` with ``s = phi_U + phi_C - 1``, the
+    ``"signed"`` focus variant (this project's reading of Prop. 6, not the authors' focus
+    vector); for ``u = s * |a|`` it equals ``sum_i |a_i| s_i^2``.
 
     References:
-        Dine, Furon and Faure (2025), Prop. 6; THEORY.md §5 (*reading*).
+        Dine, Furon and Faure (2025), Prop. 6 (this project's signed reading).
 
     Args:
         u: an update direction, any shape (CPU tensor).

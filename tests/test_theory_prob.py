@@ -44,7 +44,7 @@ def test_alignment_monte_carlo_matches_sum_u_f():
     g_u, g_c, se_u, se_c, gen = _inputs(12, seed=1)
     u = torch.randn(12, generator=gen, dtype=torch.float64)
     mc = alignment_monte_carlo(u, g_u, g_c, se_u, se_c, n_draws=20_000, generator=gen)
-    f = masks.focus(g_u, g_c, se_u, se_c)  # E[(sgn g_U + sgn g_C)/2] = f per coordinate
+    f = masks.focus(g_u, g_c, se_u, se_c, variant="signed")  # E[(sgn g_U + sgn g_C)/2] = f per coordinate
     assert abs(mc.estimate.item() - (u * f).sum().item()) < 5 * mc.stderr.item()
     assert mc.estimate.shape == ()
 
