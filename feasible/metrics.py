@@ -1,21 +1,28 @@
-"""Unlearning metrics: UA, RA, TA, SalUn's MIA-efficacy, gaps to the retrained model."""
+"""Unlearning metrics: UA, RA, TA, membership inference, and the authors' rUA and FID."""
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from sklearn.svm import SVC
 from torch import Tensor, nn
 
-__all__ = ["METRICS", "accuracy", "epochs_to_reach", "evaluate", "gaps", "mia_efficacy",
-           "relative_ua"]
+__all__ = ["METRICS", "MIA_FEATURES", "accuracy", "attack_features", "epochs_to_reach",
+           "evaluate", "fidelity", "gaps", "mia_efficacy", "predict", "rua", "svm_member_rate",
+           "ua_ratio"]
 
 Batch = tuple[Tensor, Tensor]
 
-#: The metrics :func:`evaluate` returns, in the order of SalUn's tables.
+#: The metrics :func:`evaluate` always returns, in the order of SalUn's tables; the Avg. Gap is
+#: taken over them.
 METRICS: tuple[str, ...] = ("UA", "RA", "TA", "MIA")
+
+#: The five attack features of the SVM membership-inference attack, as the authors' code names
+#: them (``evaluation/SVC_MIA.py`` of owl1996/UnlearningFocusVector, after SalUn's). ``MIA`` is
+#: SalUn's efficacy on ``"confidence"``.
+MIA_FEATURES: tuple[str, ...] = ("correctness", "confidence", "entropy", "m_entropy", "prob")
 
 
 def _check_set(name: str, batch: Batch) -> None:
@@ -31,29 +38,58 @@ def _check_batch_size(batch_size: int) -> None:
                          f"Got {batch_size!r} instead.")
 
 
-@torch.no_grad()
-def _predict(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
-    """Per sample: correct (bool) and the softmax probability of the true label, on the CPU.
+class _Outputs(NamedTuple):
+    """One model's outputs on a set, on the CPU: float64 softmax and predicted labels."""
 
-    The model is evaluated in eval mode and its mode restored. A sample whose logits are not all
-    finite counts as wrong and gets a NaN confidence.
-    """
+    probs: Tensor  # (N, C); NaN rows where the logits are not all finite
+    predictions: Tensor  # (N,) int64; -1 where the logits are not all finite
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, x: Tensor, batch_size: int) -> _Outputs:
+    """The model's softmax and predictions on ``x``, in eval mode; its mode is restored."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    correct, confidence = [], []
+    probs, predictions = [], []
     try:
-        for start in range(0, len(y), batch_size):
-            xb = x[start:start + batch_size].to(device)
-            yb = y[start:start + batch_size].to(device)
-            logits = model(xb).double()
-            finite = torch.isfinite(logits).all(dim=1)
-            correct.append(((logits.argmax(dim=1) == yb) & finite).cpu())
-            conf = logits.softmax(dim=1).gather(1, yb[:, None]).squeeze(1)
-            confidence.append(torch.where(finite, conf, torch.full_like(conf, math.nan)).cpu())
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size].to(device)).double()
+            finite = torch.isfinite(logits).all(dim=1, keepdim=True)
+            p = logits.softmax(dim=1)
+            probs.append(torch.where(finite, p, torch.full_like(p, math.nan)).cpu())
+            pred = torch.where(finite[:, 0], logits.argmax(dim=1), -1)
+            predictions.append(pred.cpu())
     finally:
         model.train(was_training)
-    return torch.cat(correct), torch.cat(confidence)
+    return _Outputs(torch.cat(probs), torch.cat(predictions))
+
+
+def _percent_equal(a: Tensor, b: Tensor) -> float:
+    return 100.0 * (a == b.to(a.device)).double().mean().item()
+
+
+def predict(model: nn.Module, x: Tensor, *, batch_size: int = 512) -> Tensor:
+    """The labels ``model`` predicts for ``x`` (argmax of the logits), on the CPU.
+
+    Evaluated in eval mode without gradients; the model's mode is restored. A sample whose
+    logits are NaN or infinite gets the label -1 (it matches no class).
+
+    Args:
+        model: the classifier.
+        x: inputs as the model takes them, ``(N, ...)``, N >= 1.
+        batch_size: samples per forward pass, >= 1.
+
+    Returns:
+        int64 labels ``(N,)``.
+
+    Raises:
+        ValueError: for an empty ``x`` or a bad batch size.
+    """
+    if len(x) == 0:
+        raise ValueError("The 'x' parameter of predict must hold at least one sample. Got 0.")
+    _check_batch_size(batch_size)
+    return _outputs(model, x, batch_size).predictions
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -> float:
@@ -76,35 +112,186 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -
     """
     _check_set("x, y", (x, y))
     _check_batch_size(batch_size)
-    correct, _ = _predict(model, x, y, batch_size)
-    return 100.0 * correct.double().mean().item()
+    return _percent_equal(_outputs(model, x, batch_size).predictions, y.cpu())
+
+
+# --- membership inference ----------------------------------------------------------------------
+
+def _entropy(p: Tensor) -> Tensor:
+    """Shannon entropy per row, ``0 * log 0 = 0``."""
+    return -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(dim=1)
+
+
+def _m_entropy(p: Tensor, labels: Tensor) -> Tensor:
+    """The authors' "m-entropy": the entropy with the true class's ``p_y`` replaced by ``1 - p_y``.
+
+    ``-(1 - p_y) log(1 - p_y) - sum_{k != y} p_k log p_k``, logs of 0 taken as ``log 1e-30``.
+    """
+    tiny = math.log(1e-30)
+    log_p = torch.where(p > 0, p.log(), torch.full_like(p, tiny))
+    log_q = torch.where(1 - p > 0, (1 - p).log(), torch.full_like(p, tiny))
+    rows = torch.arange(len(labels))
+    probs, logs = p.clone(), log_p.clone()
+    probs[rows, labels] = 1 - p[rows, labels]
+    logs[rows, labels] = log_q[rows, labels]
+    return -(probs * logs).sum(dim=1)
+
+
+def attack_features(probs: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """The five features of the SVM attack, from a model's softmax output.
+
+    As the authors' ``evaluation/SVC_MIA.py`` (owl1996/UnlearningFocusVector, after SalUn's)
+    computes them: ``correctness`` (1 where the argmax is the label, else 0), ``confidence``
+    (the probability of the label), ``entropy`` (Shannon, ``0 log 0 = 0``), ``m_entropy``
+    (the entropy with the label's :math:`p_y` replaced by :math:`1 - p_y`, i.e.
+    :math:`-(1 - p_y)\\log(1 - p_y) - \\sum_{k \\ne y} p_k \\log p_k`, a log of 0 read as
+    :math:`\\log 10^{-30}`; note that this is the authors' code, not Song and Mittal's modified
+    entropy :math:`-(1 - p_y)\\log p_y - \\sum_{k \\ne y} p_k \\log(1 - p_k)`, and that
+    SalUn's own ``m_entropy`` indexes every row with every label), and ``prob`` (the whole
+    probability vector). All five come from one forward pass.
+
+    Args:
+        probs: softmax probabilities ``(N, C)``, float.
+        labels: int64 true labels ``(N,)`` in ``[0, C)``.
+
+    Returns:
+        Feature name (:data:`MIA_FEATURES`) to a float64 ``(N, d)`` array: ``d = 1``, or ``C``
+        for ``prob``. A row of NaN probabilities gives NaN features (``correctness`` too).
+    """
+    p = probs.double()
+    labels = labels.to(p.device).long()
+    finite = torch.isfinite(p).all(dim=1)
+    features = {
+        "correctness": (p.argmax(dim=1) == labels).double(),
+        "confidence": p.gather(1, labels[:, None]).squeeze(1),
+        "entropy": _entropy(p),
+        "m_entropy": _m_entropy(p, labels),
+        "prob": p,
+    }
+    nan = torch.tensor(math.nan, dtype=p.dtype, device=p.device)
+    return {name: torch.where(finite[:, None], f.reshape(len(p), -1), nan)
+            for name, f in features.items()}
+
+
+def svm_member_rate(member: Tensor, non_member: Tensor, target: Tensor) -> float:
+    """The share of ``target`` an SVM attack predicts to be members, in percent.
+
+    Fits ``SVC(C=3, gamma="auto", kernel="rbf")`` (SalUn's and the authors' ``SVC_MIA``) on the
+    features of members (label 1) and non-members (label 0), then predicts ``target``. The
+    authors report this rate on the forget set (lower: more forgotten); SalUn's MIA-efficacy is
+    ``100 -`` it. Any NaN or infinite feature gives NaN (a diverged model has no attack).
+
+    References:
+        ``evaluation/SVC_MIA.py`` (``SVC_classifiers``, ``SVC_predict``) of
+        owl1996/UnlearningFocusVector; ``Classification/evaluation/SVC_MIA.py`` of
+        OPTML-Group/Unlearn-Saliency.
+
+    Args:
+        member: features of the shadow members (retain samples), ``(N,)`` or ``(N, d)``.
+        non_member: features of the shadow non-members (test samples), same ``d``.
+        target: features of the samples attacked (the forget set), same ``d``.
+
+    Returns:
+        The member rate in percent, in [0, 100], or NaN.
+    """
+    arrays = [t.detach().double().cpu().reshape(len(t), -1).numpy()
+              for t in (member, non_member, target)]
+    if not all(np.isfinite(a).all() for a in arrays):
+        return math.nan
+    train = np.concatenate(arrays[:2])
+    labels = np.concatenate([np.ones(len(arrays[0])), np.zeros(len(arrays[1]))])
+    attack = SVC(C=3, gamma="auto", kernel="rbf").fit(train, labels)
+    return 100.0 * float((attack.predict(arrays[2]) == 1).mean())
 
 
 def mia_efficacy(member: Tensor, non_member: Tensor, target: Tensor) -> float:
-    """SalUn's MIA-efficacy from true-label confidences.
+    """SalUn's MIA-efficacy: the share of ``target`` predicted non-member, in percent.
 
-    Fits ``SVC(C=3, gamma="auto", kernel="rbf")`` (SalUn's ``SVC_MIA``) on the confidences of
-    members (label 1) and non-members (label 0), then returns the percentage of ``target``
-    predicted as non-members. Any NaN confidence gives NaN (a diverged model has no attack).
+    ``100 - svm_member_rate(member, non_member, target)`` (see :func:`svm_member_rate`); on
+    true-label confidences it is the ``MIA`` that :func:`evaluate` reports. Any NaN gives NaN.
 
     References:
-        research/baselines.md §A.7 (SalUn's ``evaluation/SVC_MIA.py``).
+        SalUn (Fan et al., ICLR 2024), ``Classification/evaluation/SVC_MIA.py`` of
+        OPTML-Group/Unlearn-Saliency.
 
     Args:
-        member: 1-D confidences of the shadow members (retain samples).
-        non_member: 1-D confidences of the shadow non-members (test samples).
-        target: 1-D confidences of the samples attacked (the forget set).
+        member: features of the shadow members (retain samples), ``(N,)`` or ``(N, d)``.
+        non_member: features of the shadow non-members (test samples).
+        target: features of the samples attacked (the forget set).
 
     Returns:
         The MIA-efficacy in percent, or NaN.
     """
-    features = [t.double().reshape(-1, 1).numpy() for t in (member, non_member, target)]
-    if not all(np.isfinite(f).all() for f in features):
-        return math.nan
-    train = np.concatenate(features[:2])
-    labels = np.concatenate([np.ones(len(features[0])), np.zeros(len(features[1]))])
-    attack = SVC(C=3, gamma="auto", kernel="rbf").fit(train, labels)
-    return 100.0 * float((attack.predict(features[2]) == 0).mean())
+    return 100.0 - svm_member_rate(member, non_member, target)
+
+
+# --- agreement with the retrained model --------------------------------------------------------
+
+def rua(predictions: Tensor, reference: Tensor, labels: Tensor) -> float:
+    """The authors' rUA: forget accuracy minus the retrained model's, in points.
+
+    :math:`\\mathrm{rUA} = \\mathrm{Acc}(D_f) - \\mathrm{Acc}_{\\text{retrained}}(D_f)`, so 0
+    is the retrained model's forgetting, > 0 remembers more and < 0 forgets more than it. In
+    terms of SalUn's ``UA = 100 - Acc(D_f)``, it is ``UA(retrained) - UA``.
+
+    References:
+        ``evaluation/relativeUA.py`` of owl1996/UnlearningFocusVector.
+
+    Args:
+        predictions: the model's predicted labels on the forget set ``(N,)`` (:func:`predict`).
+        reference: the retrained model's predicted labels on the same samples ``(N,)``.
+        labels: the true labels ``(N,)``.
+
+    Returns:
+        The difference of accuracies in percentage points, in [-100, 100].
+
+    Raises:
+        ValueError: for empty or mismatched inputs.
+    """
+    _check_aligned("rua", predictions=predictions, reference=reference, labels=labels)
+    labels = labels.cpu()
+    return _percent_equal(predictions.cpu(), labels) - _percent_equal(reference.cpu(), labels)
+
+
+def fidelity(predictions: Tensor, reference: Tensor) -> float:
+    """The authors' FID: the share of samples on which two models predict the same label.
+
+    With ``reference`` the retrained model's predictions on the forget set, 100 means the
+    unlearned model answers there exactly as the retrained model does. A label of -1 (a sample
+    with non-finite logits, see :func:`predict`) matches nothing.
+
+    References:
+        ``evaluation/relativeUA.py`` (``Fid``) of owl1996/UnlearningFocusVector.
+
+    Args:
+        predictions: the model's predicted labels ``(N,)``.
+        reference: the reference model's predicted labels ``(N,)``.
+
+    Returns:
+        The agreement in percent, in [0, 100].
+
+    Raises:
+        ValueError: for empty or mismatched inputs.
+    """
+    _check_aligned("fidelity", predictions=predictions, reference=reference)
+    predictions, reference = predictions.cpu(), reference.cpu()
+    return 100.0 * ((predictions == reference) & (predictions >= 0)).double().mean().item()
+
+
+def _check_aligned(caller: str, **tensors: Tensor) -> None:
+    lengths = {name: len(t) for name, t in tensors.items()}
+    if 0 in lengths.values() or len(set(lengths.values())) != 1:
+        raise ValueError(f"The parameters of {caller} must be non-empty and of equal lengths. "
+                         f"Got lengths {lengths} instead.")
+
+
+# --- everything for one model ------------------------------------------------------------------
+
+def _check_features(features: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(features, str) or not all(f in MIA_FEATURES for f in features):
+        raise ValueError(f"The 'mia_features' parameter of evaluate must be a sequence of names "
+                         f"among {list(MIA_FEATURES)}. Got {features!r} instead.")
+    return tuple(dict.fromkeys(features))
 
 
 def evaluate(
@@ -116,18 +303,32 @@ def evaluate(
     batch_size: int = 512,
     mia_samples: int | None = None,
     seed: int = 0,
+    reference: Tensor | None = None,
+    mia_features: Sequence[str] = (),
 ) -> dict[str, float]:
-    """The four metrics of SalUn's tables for one model.
+    """The metrics of one model: SalUn's four, and the authors' when asked.
 
-    ``UA = 100 - Acc(D_f)``, ``RA = Acc(D_r)``, ``TA = Acc(test)`` (pass the test set with the
-    forgotten class removed for class-wise forgetting), and ``MIA`` (:func:`mia_efficacy`). The
-    attack's members are a seeded random subset of the retain set of the test set's size (SalUn
-    takes the first ``|test|`` retain samples), its non-members the test set; ``mia_samples`` caps
-    both (the RBF SVC's cost grows quadratically). A model with non-finite logits gets
-    accuracies with those samples counted wrong and ``MIA = nan``; nothing raises.
+    Always: ``UA = 100 - Acc(D_f)``, ``RA = Acc(D_r)``, ``TA = Acc(test)`` (pass the test set
+    with the forgotten class removed for class-wise forgetting), and ``MIA``, SalUn's
+    MIA-efficacy on true-label confidences (:func:`mia_efficacy`). With ``reference``, the
+    retrained model's predictions on the forget set, also the authors' ``rUA`` (:func:`rua`)
+    and ``FID`` (:func:`fidelity`). For each name of ``mia_features`` (:data:`MIA_FEATURES`), the
+    SVM attack on that feature reported both ways: ``MIA_member_<name>`` (the authors' reading,
+    the share of D_f predicted member) and ``MIA_efficacy_<name>`` (SalUn's, the share predicted
+    non-member; their sum is 100). Each feature costs one SVM fit (about 10 s on 10k + 10k
+    samples); the ``confidence`` fit is shared with ``MIA``. Every feature comes from one forward
+    pass per set.
+
+    The attack's members are a seeded random subset of the retain set of the test set's size
+    (SalUn and the authors take the first ``|test|`` retain samples), its non-members the test
+    set; ``mia_samples`` caps both (the RBF SVC's cost grows quadratically). A model with
+    non-finite logits gets accuracies with those samples counted wrong, and NaN attack results;
+    nothing raises.
 
     References:
-        research/baselines.md §A.7; DESIGN.md (metrics).
+        SalUn (Fan et al., ICLR 2024) for UA, RA, TA and MIA-efficacy; the authors' code
+        (``evaluation/relativeUA.py``, ``evaluation/SVC_MIA.py`` of
+        owl1996/UnlearningFocusVector) for rUA, FID and the member rates.
 
     Args:
         model: the classifier; its mode is restored.
@@ -137,12 +338,17 @@ def evaluate(
         batch_size: samples per forward pass, >= 1.
         mia_samples: at most this many members and as many non-members (>= 2), or ``None``.
         seed: seeds the subsampling, >= 0.
+        reference: the retrained model's predicted labels on the forget set (:func:`predict`),
+            or ``None`` for no ``rUA`` and ``FID``.
+        mia_features: names among :data:`MIA_FEATURES` to attack and report both ways.
 
     Returns:
-        ``{"UA", "RA", "TA", "MIA"}``, all in percent.
+        ``{"UA", "RA", "TA", "MIA"}``, then ``"rUA"`` and ``"FID"`` and the per-feature rates
+        when asked, all in percent (``rUA`` in points).
 
     Raises:
-        ValueError: for an empty set, a bad batch size, ``mia_samples`` or seed.
+        ValueError: for an empty set, a bad batch size, ``mia_samples``, seed, ``reference`` or
+            feature name.
     """
     for name, batch in (("forget", forget), ("retain", retain), ("test", test)):
         _check_set(name, batch)
@@ -154,21 +360,37 @@ def evaluate(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"The 'seed' parameter of evaluate must be an int >= 0. "
                          f"Got {seed!r} instead.")
+    if reference is not None and (not isinstance(reference, Tensor)
+                                  or reference.shape != forget[1].shape):
+        raise ValueError(f"The 'reference' parameter of evaluate must be None or the retrained "
+                         f"model's predicted labels on the forget set, of shape "
+                         f"{tuple(forget[1].shape)}. Got {reference!r} instead.")
+    features = _check_features(mia_features)
     generator = torch.Generator().manual_seed(seed)
-    f_correct, f_conf = _predict(model, *forget, batch_size)
-    r_correct, _ = _predict(model, *retain, batch_size)
-    t_correct, t_conf = _predict(model, *test, batch_size)
-    n_shadow = min(len(test[1]), len(retain[1]), mia_samples or len(test[1]))
-    members = torch.randperm(len(retain[1]), generator=generator)[:n_shadow]
-    non_members = torch.randperm(len(test[1]), generator=generator)[:n_shadow]
-    _, m_conf = _predict(model, retain[0][members.to(retain[1].device)],
-                         retain[1][members.to(retain[1].device)], batch_size)
-    return {
-        "UA": 100.0 - 100.0 * f_correct.double().mean().item(),
-        "RA": 100.0 * r_correct.double().mean().item(),
-        "TA": 100.0 * t_correct.double().mean().item(),
-        "MIA": mia_efficacy(m_conf, t_conf[non_members], f_conf),
+    out_f, out_r, out_t = (_outputs(model, x, batch_size) for x, _ in (forget, retain, test))
+    y_f, y_r, y_t = (batch[1].cpu() for batch in (forget, retain, test))
+    n_shadow = min(len(y_t), len(y_r), mia_samples or len(y_t))
+    members = torch.randperm(len(y_r), generator=generator)[:n_shadow]
+    non_members = torch.randperm(len(y_t), generator=generator)[:n_shadow]
+    sides = {"member": attack_features(out_r.probs[members], y_r[members]),
+             "non_member": attack_features(out_t.probs[non_members], y_t[non_members]),
+             "target": attack_features(out_f.probs, y_f)}
+    member_rates = {name: svm_member_rate(sides["member"][name], sides["non_member"][name],
+                                          sides["target"][name])
+                    for name in dict.fromkeys(("confidence",) + features)}
+    metrics = {
+        "UA": 100.0 - _percent_equal(out_f.predictions, y_f),
+        "RA": _percent_equal(out_r.predictions, y_r),
+        "TA": _percent_equal(out_t.predictions, y_t),
+        "MIA": 100.0 - member_rates["confidence"],
     }
+    if reference is not None:
+        metrics["rUA"] = rua(out_f.predictions, reference, y_f)
+        metrics["FID"] = fidelity(out_f.predictions, reference)
+    for name in features:
+        metrics[f"MIA_member_{name}"] = member_rates[name]
+        metrics[f"MIA_efficacy_{name}"] = 100.0 - member_rates[name]
+    return metrics
 
 
 def gaps(metrics: Mapping[str, float], reference: Mapping[str, float],
@@ -199,11 +421,11 @@ def gaps(metrics: Mapping[str, float], reference: Mapping[str, float],
     return out
 
 
-def relative_ua(ua: float, ua_retrain: float) -> float:
-    """The relative unlearning accuracy, read as ``UA / UA_retrain``.
+def ua_ratio(ua: float, ua_retrain: float) -> float:
+    """The ratio ``UA / UA_retrain`` (1: the retrained model's forgetting).
 
-    The paper names the metric without a formula; this ratio (1 is the retrained model's
-    forgetting) is the project's *reading* (research/paper-reconstruction.md §4).
+    This project's summary, not the authors' rUA (a difference of forget accuracies, see
+    :func:`rua`); records store it as ``ua_ratio``.
 
     Args:
         ua: the model's UA in percent, >= 0.
@@ -217,7 +439,7 @@ def relative_ua(ua: float, ua_retrain: float) -> float:
     """
     for name, value in (("ua", ua), ("ua_retrain", ua_retrain)):
         if value < 0:
-            raise ValueError(f"The '{name}' parameter of relative_ua must be >= 0. "
+            raise ValueError(f"The '{name}' parameter of ua_ratio must be >= 0. "
                              f"Got {value!r} instead.")
     if math.isnan(ua) or math.isnan(ua_retrain) or ua_retrain == 0:
         return math.nan
@@ -225,7 +447,7 @@ def relative_ua(ua: float, ua_retrain: float) -> float:
 
 
 def epochs_to_reach(ua_per_epoch: Sequence[float], target: float, tol: float = 1.0) -> int | None:
-    """The first epoch whose UA is within ``tol`` points of ``target`` (DESIGN.md).
+    """The first epoch whose UA is within ``tol`` points of ``target``.
 
     Args:
         ua_per_epoch: UA after epochs 1, 2, ... (NaN entries never count).

@@ -9,12 +9,18 @@ from torch import nn
 
 from feasible.metrics import (
     METRICS,
+    MIA_FEATURES,
     accuracy,
+    attack_features,
     epochs_to_reach,
     evaluate,
+    fidelity,
     gaps,
     mia_efficacy,
-    relative_ua,
+    predict,
+    rua,
+    svm_member_rate,
+    ua_ratio,
 )
 
 
@@ -116,6 +122,11 @@ def test_nan_logits_do_not_crash():
                        test=one_hot_set(30, seed=3))
     assert metrics["UA"] == 100.0 and metrics["RA"] == 0.0 and metrics["TA"] == 0.0
     assert math.isnan(metrics["MIA"])
+    full = evaluate(model, forget=one_hot_set(20, seed=1), retain=one_hot_set(50, seed=2),
+                    test=one_hot_set(30, seed=3), reference=one_hot_set(20, seed=1)[1],
+                    mia_features=MIA_FEATURES)
+    assert full["FID"] == 0.0 and full["rUA"] == -100.0
+    assert all(math.isnan(v) for k, v in full.items() if k.startswith("MIA"))
 
 
 def test_gaps():
@@ -128,12 +139,95 @@ def test_gaps():
         gaps({"UA": 1.0, "RA": 1.0, "TA": 1.0, "MIA": 1.0}, {"UA": 1.0})
 
 
-def test_relative_ua():
-    assert relative_ua(5.0, 10.0) == 0.5
-    assert math.isnan(relative_ua(5.0, 0.0))
-    assert math.isnan(relative_ua(math.nan, 3.0))
+def test_ua_ratio():
+    assert ua_ratio(5.0, 10.0) == 0.5
+    assert math.isnan(ua_ratio(5.0, 0.0))
+    assert math.isnan(ua_ratio(math.nan, 3.0))
     with pytest.raises(ValueError, match="'ua'"):
-        relative_ua(-1.0, 3.0)
+        ua_ratio(-1.0, 3.0)
+
+
+# --- the authors' metrics --------------------------------------------------------------------
+
+def test_rua_and_fidelity_on_constructed_predictions():
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    retrained = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0, 0, 0])   # 70% right
+    model = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 0])       # 90% right
+    assert rua(model, retrained, labels) == pytest.approx(20.0)
+    assert rua(retrained, model, labels) == pytest.approx(-20.0)
+    assert rua(retrained, retrained, labels) == 0.0
+    assert fidelity(model, retrained) == pytest.approx(80.0)
+    assert fidelity(retrained, retrained) == 100.0
+    assert fidelity(torch.full((10,), -1), torch.full((10,), -1)) == 0.0  # diverged: no match
+    with pytest.raises(ValueError, match="equal lengths"):
+        rua(model[:3], retrained, labels)
+    with pytest.raises(ValueError, match="non-empty"):
+        fidelity(model[:0], retrained[:0])
+
+
+def _naive_features(p, y):
+    """The authors' SVC_MIA features, one sample at a time."""
+    out = {name: [] for name in MIA_FEATURES}
+    for row, label in zip(p.tolist(), y.tolist()):
+        out["correctness"].append([float(max(range(len(row)), key=row.__getitem__) == label)])
+        out["confidence"].append([row[label]])
+        out["entropy"].append([-sum(q * math.log(q) for q in row if q > 0)])
+        total = 0.0
+        for k, q in enumerate(row):
+            prob = 1 - q if k == label else q
+            arg = 1 - q if k == label else q
+            total += prob * (math.log(arg) if arg > 0 else math.log(1e-30))
+        out["m_entropy"].append([-total])
+        out["prob"].append(row)
+    return {name: torch.tensor(v, dtype=torch.float64) for name, v in out.items()}
+
+
+def test_attack_features_match_the_authors_formulas():
+    p = torch.tensor([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0], [0.3, 0.3, 0.4], [0.5, 0.5, 0.0]])
+    y = torch.tensor([0, 1, 0, 2])
+    features = attack_features(p, y)
+    expected = _naive_features(p, y)
+    assert list(features) == list(MIA_FEATURES)
+    for name in MIA_FEATURES:
+        torch.testing.assert_close(features[name], expected[name])
+    assert features["prob"].shape == (4, 3) and features["entropy"].shape == (4, 1)
+    nan_row = attack_features(torch.tensor([[math.nan, math.nan], [0.9, 0.1]]),
+                              torch.tensor([0, 0]))
+    assert all(torch.isnan(f[0]).all() and torch.isfinite(f[1]).all()
+               for f in nan_row.values())
+
+
+def test_member_rate_and_efficacy_add_to_100():
+    gen = torch.Generator().manual_seed(0)
+    member = torch.rand(300, 3, generator=gen) + 1.0
+    non_member = torch.rand(300, 3, generator=gen)
+    target = torch.cat([torch.rand(30, 3, generator=gen) + 1.0, torch.rand(70, 3, generator=gen)])
+    rate = svm_member_rate(member, non_member, target)
+    assert rate == pytest.approx(30.0, abs=3.0)
+    assert rate + mia_efficacy(member, non_member, target) == pytest.approx(100.0)
+    assert math.isnan(svm_member_rate(member, non_member, torch.full((2, 3), math.nan)))
+
+
+def test_evaluate_reports_the_authors_metrics_when_asked():
+    model = Scripted()
+    forget = scripted_set(8.0, 60, seed=3)
+    sets = dict(forget=forget, retain=scripted_set(8.0, 400, seed=1),
+                test=scripted_set(0.0, 200, seed=2))
+    plain = evaluate(model, **sets)
+    assert set(plain) == set(METRICS)
+    reference = torch.cat([torch.zeros(45, dtype=torch.int64), torch.ones(15, dtype=torch.int64)])
+    full = evaluate(model, **sets, reference=reference, mia_features=MIA_FEATURES)
+    assert {k: full[k] for k in METRICS} == plain
+    assert full["rUA"] == pytest.approx(25.0)     # 100% right vs the reference's 75%
+    assert full["FID"] == pytest.approx(75.0)
+    assert full["MIA"] == full["MIA_efficacy_confidence"]
+    for name in MIA_FEATURES:
+        assert full[f"MIA_member_{name}"] + full[f"MIA_efficacy_{name}"] == pytest.approx(100.0)
+        assert 0.0 <= full[f"MIA_member_{name}"] <= 100.0
+    assert full["MIA_member_confidence"] > 95.0   # memorised, as confident as the members
+    assert set(evaluate(model, **sets, mia_features=["entropy"])) == set(METRICS) | {
+        "MIA_member_entropy", "MIA_efficacy_entropy"}
+    assert predict(model, forget[0]).tolist() == [0] * 60
 
 
 def test_epochs_to_reach():
@@ -150,6 +244,9 @@ def test_epochs_to_reach():
     ({"batch_size": 0}, "'batch_size'"),
     ({"mia_samples": 1}, "'mia_samples'"),
     ({"seed": -1}, "'seed'"),
+    ({"mia_features": "entropy"}, "'mia_features'"),
+    ({"mia_features": ["loss"]}, "'mia_features'"),
+    ({"reference": torch.zeros(3, dtype=torch.int64)}, "'reference'"),
 ])
 def test_evaluate_validation(kwargs, needle):
     sets = dict(forget=one_hot_set(5), retain=one_hot_set(5), test=one_hot_set(5))
