@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from feasible._validate import resolve_device
 from feasible.masks import ADDONS
 from feasible.models import MODELS, build_model
 from feasible.unlearn import UnlearnConfig, unlearn
@@ -22,7 +23,7 @@ def bench(
     noise: str = "microbatch",
     k: int = 8,
     width: int | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     seed: int = 0,
 ) -> list[dict[str, float | str]]:
     """Times ``steps`` unlearning steps of the one loop per add-on, in one run.
@@ -41,7 +42,8 @@ def bench(
         noise: the gradient-noise estimator of PROB and focus.
         k: its number of micro-batches.
         width: the model's width (``None``: its default).
-        device: a torch device (``None``: cuda if available, else cpu).
+        device: where to compute (``None``: cuda if available, else cpu): ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"`` or ``"mps"``, present on this machine.
         seed: seeds the data, the model and the loop.
 
     Returns:
@@ -49,7 +51,8 @@ def bench(
         ``"none"``) and ``setup_s``.
 
     Raises:
-        ValueError: an unknown model, method or add-on, or a bad size.
+        ValueError: an unknown model, method or add-on, a bad size, or an unknown or unavailable
+            device.
     """
     if model not in MODELS:
         raise ValueError(f"Unknown model {model!r}; expected one of "
@@ -62,10 +65,10 @@ def bench(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"The '{name}' parameter of bench must be an int >= {low}. "
                              f"Got {value!r} instead.")
+    dev = resolve_device(device)
     configs = {a: UnlearnConfig(method=method, addon=a, epochs=1, batch_size=batch_size,
                                 noise=noise, k=k, seed=seed, lr=1e-6)
                for a in ("none", *[a for a in addons if a != "none"])}
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     channels, size = SHAPES[model]
     gen = torch.Generator().manual_seed(seed)
     n = steps * batch_size  # one epoch of the method = `steps` steps

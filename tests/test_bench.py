@@ -20,6 +20,7 @@ def test_bench_times_every_addon_against_none():
     (dict(addons=("porb",)), "Unknown add-on 'porb'"),
     (dict(steps=0), "The 'steps' parameter of bench must be an int >= 1. Got 0 instead."),
     (dict(batch_size=1), "The 'batch_size' parameter of bench must be an int >= 2."),
+    (dict(device="tpu"), "Unknown device 'tpu'; expected one of 'cpu'"),
 ])
 def test_bench_rejects_bad_values_before_running(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
