@@ -51,9 +51,9 @@ class TrainConfig:
     width: int | None = None
     epochs: int = 30           # our choice per scale (see feasible.experiment.SCALES); SalUn: 182
     lr: float = 0.1            # SalUn's main_train.py: SGD lr 0.1
-    momentum: float = 0.9      # SalUn protocol (DESIGN.md)
-    weight_decay: float = 5e-4  # SalUn protocol (DESIGN.md)
-    batch_size: int = 256      # SalUn protocol (DESIGN.md)
+    momentum: float = 0.9      # SalUn's protocol
+    weight_decay: float = 5e-4  # SalUn's protocol
+    batch_size: int = 256      # SalUn's protocol
     schedule: str = "onecycle"  # ours: a short warm-up/decay cycle, not SalUn's 182 epochs
     warmup_fraction: float = 0.15  # ours (airbench-style triangle); unused by multistep/constant
     augment: bool = True       # SalUn protocol: crop+flip for CIFAR-10, none for SVHN/digits
@@ -183,8 +183,8 @@ def train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
     Returns:
         The model in eval mode on ``device``, and an info dict: ``train_accuracy`` (percent, on the
         un-augmented training images), ``test_accuracy`` (percent, the full test set), ``memorised``
-        (train accuracy >= 99, DESIGN.md), ``epochs``, ``n_train``, ``final_loss`` (mean loss of the
-        last epoch) and ``time_s``.
+        (train accuracy >= 99: the model fits its forget set), ``epochs``, ``n_train``,
+        ``final_loss`` (mean loss of the last epoch) and ``time_s``.
 
     Raises:
         ValueError: ``idx`` empty or out of range.
@@ -242,9 +242,18 @@ def train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
     }
     if not info["memorised"]:
         warnings.warn(f"The {cfg.model} trained on {n} images of {data.name} reached a training "
-                      f"accuracy of {train_acc:.2f}% < 99%: it did not memorise its training set "
-                      f"(DESIGN.md); train longer.", stacklevel=2)
+                      f"accuracy of {train_acc:.2f}% < 99%: it did not memorise its training "
+                      f"set, so unlearning it has less to undo; train longer.", stacklevel=2)
     return model, info
+
+
+#: Training samples whose logits a checkpoint stores, to check the weights it loads.
+CHECK_SAMPLES: int = 64
+#: Of those samples, how many may change predicted label on reload (near-ties on another CPU).
+CHECK_LABEL_SLACK: int = 2
+#: How far a reloaded logit may move, as a share of the largest stored logit (at least 1): loose
+#: enough for another CPU's or GPU's arithmetic (TF32 included), far below what other weights give.
+CHECK_LOGIT_TOLERANCE: float = 0.1
 
 
 def checkpoint_path(key: str) -> Path:
@@ -253,7 +262,7 @@ def checkpoint_path(key: str) -> Path:
 
 
 def _load_checkpoint(path: Path, key: str, model: nn.Module) -> dict[str, Any] | None:
-    """The stored info if ``path`` holds a valid checkpoint for ``key``, loaded into ``model``."""
+    """The stored blob if ``path`` holds a checkpoint for ``key``, loaded into ``model``."""
     if not path.exists():
         return None
     try:
@@ -276,7 +285,55 @@ def _load_checkpoint(path: Path, key: str, model: nn.Module) -> dict[str, Any] |
                       f"retraining and overwriting it.", stacklevel=3)
         return None
     model.load_state_dict(state)
-    return dict(blob.get("info", {}))
+    return blob
+
+
+def prediction_check(model: nn.Module, data: Any, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores to check its weights when loaded: logits on a few fixed samples.
+
+    Args:
+        model: the trained model (its device is used).
+        data: the ``ImageData`` it was trained on.
+        idx: its training indices; :data:`CHECK_SAMPLES` of them, evenly spread, are used.
+
+    Returns:
+        ``{"indices": int64 (n,), "logits": float32 (n, classes)}``, on the CPU.
+    """
+    idx = torch.as_tensor(idx, dtype=torch.int64)
+    n = min(CHECK_SAMPLES, len(idx))
+    picks = idx[torch.linspace(0, len(idx) - 1, n).round().long()]
+    return {"indices": picks, "logits": _logits(model, data.x_train[picks])}
+
+
+def check_problem(model: nn.Module, data: Any, check: Any) -> str | None:
+    """Why ``model`` fails the stored :func:`prediction_check`, or ``None`` when it passes.
+
+    It passes when at most :data:`CHECK_LABEL_SLACK` samples change predicted label and no
+    logit moves by more than :data:`CHECK_LOGIT_TOLERANCE` times the largest stored logit (at
+    least 1).
+    """
+    try:
+        picks, stored = check["indices"], check["logits"].float()
+        logits = _logits(model, data.x_train[picks])
+        if logits.shape != stored.shape:
+            return f"it gives logits of shape {tuple(logits.shape)}, {tuple(stored.shape)} stored"
+        changed = int((logits.argmax(1) != stored.argmax(1)).sum())
+        moved = float((logits - stored).abs().max().nan_to_num(math.inf))
+        allowed = CHECK_LOGIT_TOLERANCE * max(1.0, float(stored.abs().max()))
+    except (AttributeError, KeyError, TypeError, IndexError, RuntimeError) as err:
+        return f"its stored check is unusable ({type(err).__name__}: {err})"
+    if changed > CHECK_LABEL_SLACK or not moved <= allowed:
+        return (f"its predictions on {len(picks)} training samples differ from those stored with "
+                f"it ({changed} labels changed, allowed {CHECK_LABEL_SLACK}; logits moved by up "
+                f"to {moved:.3g}, allowed {allowed:.3g})")
+    return None
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        return model(x.to(device)).float().cpu()
 
 
 def cached_train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
@@ -284,9 +341,14 @@ def cached_train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
                  ) -> tuple[nn.Module, dict[str, Any]]:
     """:func:`train`, through the checkpoint cache.
 
-    A checkpoint is used only when its stored hash equals :func:`checkpoint_key` and every
-    parameter shape matches; otherwise (missing, unreadable, mismatched) the model is trained and
-    the checkpoint written atomically, with a warning for a rejected file.
+    A checkpoint is used only when its stored hash equals :func:`checkpoint_key`, every
+    parameter shape matches, and the loaded model still gives the logits stored with it on a few
+    training samples (:func:`prediction_check`, within the tolerance of :func:`check_problem`);
+    otherwise (missing, unreadable, mismatched, failing its check) the model is trained and the
+    checkpoint written atomically, with a warning naming a rejected file. A checkpoint written
+    before the stored check existed has none: it is used on its hash and shapes alone, as then
+    (delete ``cache_dir()/checkpoints`` to rebuild every checkpoint with its check). A checkpoint
+    that cannot be written (a full or read-only cache) is a warning: the trained model is used.
 
     Args:
         data: an ``ImageData``.
@@ -303,20 +365,42 @@ def cached_train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
     path = checkpoint_path(key)
     model = new_model(data, cfg)
     start = time.perf_counter()
-    info = _load_checkpoint(path, key, model)
-    if info is not None:
+    blob = _load_checkpoint(path, key, model)
+    if blob is not None:
         model = model.to(device).eval()
-        info.update(cached=True, load_time_s=time.perf_counter() - start)
+        problem = check_problem(model, data, blob["check"]) if "check" in blob else None
+        if problem is not None:
+            warnings.warn(f"Checkpoint {path} fails its check: {problem}; retraining and "
+                          f"overwriting it.", stacklevel=2)
+            blob = None
+    if blob is not None:
+        info = dict(blob.get("info", {}), cached=True, load_time_s=time.perf_counter() - start)
     else:
         model, info = train(data, idx, cfg, device=device)
-        state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"key": key, "state_dict": state, "info": info}, tmp)
-        os.replace(tmp, path)
+        _save_checkpoint(path, {"key": key, "info": info,
+                                "state_dict": {k: v.detach().to("cpu")
+                                               for k, v in model.state_dict().items()},
+                                "check": prediction_check(model, data, idx)})
         info = dict(info, cached=False)
     info.update(key=key, checkpoint=str(path))
     return model, info
+
+
+def _save_checkpoint(path: Path, blob: dict[str, Any]) -> None:
+    """Write ``blob`` to ``path`` atomically; a failure is a warning, not an error."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        warnings.warn(f"Could not write the checkpoint {path} ({type(err).__name__}: {err}); "
+                      f"the model is used but will be trained again next time.", stacklevel=3)
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def original_and_retrained(data: Any, split: Any, cfg: TrainConfig, *,

@@ -169,3 +169,51 @@ def test_original_and_retrained(digits):
     assert not _same_weights(original, retrained)
     _, _, info2 = original_and_retrained(digits, split, cfg)
     assert info2["original"]["cached"] and info2["retrained"]["cached"]
+
+
+def test_checkpoint_check_rejects_other_weights_and_tolerates_rounding(digits):
+    cfg = dataclasses.replace(QUICK, epochs=3)
+    idx = torch.arange(300)
+    first, info = cached_train(digits, idx, cfg)
+    path = checkpoint_path(info["key"])
+    blob = torch.load(path, weights_only=True)
+    check = blob["check"]  # logits on 64 training samples spread over the indices
+    assert check["indices"].shape == (64,) and check["logits"].shape == (64, 10)
+    assert set(check["indices"].tolist()) <= set(idx.tolist())
+    assert check["indices"][0] == 0 and check["indices"][-1] == 299
+
+    torch.manual_seed(0)  # another machine's rounding: tiny changes to every weight pass
+    rounded = {k: v + 1e-6 * torch.randn_like(v) if v.is_floating_point() else v
+               for k, v in blob["state_dict"].items()}
+    torch.save({**blob, "state_dict": rounded}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cached_train(digits, idx, cfg)[1]["cached"]
+
+    other, _ = train(digits, idx, dataclasses.replace(cfg, seed=1))  # right hash and shapes
+    torch.save({**blob, "state_dict": other.state_dict()}, path)
+    with pytest.warns(UserWarning, match=re.escape(f"Checkpoint {path} fails its check: its "
+                                                   f"predictions on 64 training samples differ")):
+        model, info2 = cached_train(digits, idx, cfg)
+    assert not info2["cached"] and _same_weights(first, model)
+    assert torch.equal(torch.load(path, weights_only=True)["check"]["logits"], check["logits"])
+
+    bad = {"indices": torch.tensor([10 ** 6]), "logits": torch.zeros(1, 10)}
+    torch.save({**blob, "check": bad}, path)
+    with pytest.warns(UserWarning, match="fails its check: its stored check is unusable"):
+        assert not cached_train(digits, idx, cfg)[1]["cached"]
+
+    # a checkpoint from before the check: trusted on its hash and shapes, as it was then
+    torch.save({k: v for k, v in blob.items() if k != "check"}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cached_train(digits, idx, cfg)[1]["cached"]
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_warning(digits, tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "checkpoints").write_text("a file where the folder goes")
+    cfg = dataclasses.replace(QUICK, epochs=1)
+    with pytest.warns(UserWarning, match="Could not write the checkpoint .* the model is used"):
+        model, info = cached_train(digits, torch.arange(100), cfg)
+    assert not info["cached"] and not model.training
