@@ -153,3 +153,133 @@ def test_record_unlearning_epoch_rejects_bad_values(kwargs, match):
     model, forget, retain = _tiny_problem()
     with pytest.raises(ValueError, match=match):
         record_unlearning_epoch(model, forget, retain, **kwargs)
+
+
+# --- the focus step's certificate, the EMA bounds, the guarantee -----------------------------
+
+from feasible import noise  # noqa: E402
+from feasible.theory_prob import (  # noqa: E402
+    agreement_probability_as_coded,
+    ema_bounds,
+    focus_certificate,
+    focus_guarantee_monte_carlo,
+)
+
+
+def test_focus_certificate_by_hand():
+    f = torch.tensor([1.0, 0.5, 0.25])
+    g_u = torch.tensor([2.0, -1.0, 4.0])
+    g_c = torch.tensor([1.0, 3.0, -2.0])
+    cert = focus_certificate(f, g_u, g_c, alpha=1.0, beta=2.0)
+    # S_uu = 4 + 0.5 + 4 = 8.5; S_cc = 1 + 4.5 + 1 = 6.5; S_uc = 2 - 1.5 - 2 = -1.5
+    assert cert.s_uu.item() == 8.5 and cert.s_cc.item() == 6.5 and cert.s_uc.item() == -1.5
+    assert cert.violation.item() == pytest.approx(1.5 - min(0.5 * 8.5, 2.0 * 6.5))
+    assert cert.descent_u.item() == pytest.approx(1.0 * 8.5 + 2.0 * -1.5)
+    assert cert.descent_c.item() == pytest.approx(1.0 * -1.5 + 2.0 * 6.5)
+    assert cert.violation.dtype == torch.float64
+
+
+@pytest.mark.parametrize("alpha, beta", [(0.8, 0.5), (0.05, 0.95), (1.0, 1.0)])
+def test_focus_certificate_is_descent_for_both(alpha, beta):
+    gen = torch.Generator().manual_seed(2)
+    g_u = torch.randn(4000, 6, generator=gen, dtype=torch.float64)
+    g_c = -0.7 * g_u + torch.randn(4000, 6, generator=gen, dtype=torch.float64)
+    f = torch.rand(4000, 6, generator=gen, dtype=torch.float64)
+    cert = focus_certificate(f, g_u, g_c, alpha=alpha, beta=beta)
+    both = (cert.descent_u >= 0) & (cert.descent_c >= 0)
+    assert torch.equal(cert.violation <= 0, both)
+    assert 0.05 < both.double().mean() < 0.95  # both outcomes occur
+    u = f * (alpha * g_u + beta * g_c)  # the moments' algebra
+    assert torch.allclose(cert.descent_u, alpha * cert.s_uu + beta * cert.s_uc)
+    assert torch.allclose((u * g_c).sum(1), cert.descent_c)
+
+
+def test_focus_certificate_rejects_bad_values():
+    x = torch.ones(3)
+    with pytest.raises(ValueError, match="'alpha' parameter of focus_certificate"):
+        focus_certificate(x, x, x, alpha=0.0, beta=1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        focus_certificate(x, x[:2], x, alpha=1.0, beta=1.0)
+    with pytest.raises(ValueError, match=">= 0 everywhere"):
+        focus_certificate(-x, x, x, alpha=1.0, beta=1.0)
+
+
+def test_ema_bounds_values():
+    b = ema_bounds(0.9)
+    assert b.z_first == pytest.approx(1 / math.sqrt(0.1)) and b.z_first == pytest.approx(3.1623, abs=1e-4)
+    assert b.z_later == pytest.approx(1.0541, abs=1e-4)
+    assert (b.phi_low, b.phi_high) == pytest.approx((0.1459, 0.8541), abs=1e-4)
+    assert (b.prob_low, b.prob_high) == pytest.approx((0.2492, 0.7508), abs=1e-4)
+    assert ema_bounds(1.0).z_first == math.inf
+    with pytest.raises(ValueError, match="'rho' parameter of ema_bounds"):
+        ema_bounds(0.0)
+
+
+def test_ema_bounds_hold_for_the_recurrence():
+    gen = torch.Generator().manual_seed(4)
+    b = ema_bounds(0.9)
+    state_u = state_c = None
+    for step in range(6):
+        # scales far above sqrt(eps), changing from step to step: the bound must not care
+        g_u = 10.0 ** step * torch.randn(5000, generator=gen, dtype=torch.float64)
+        g_c = torch.randn(5000, generator=gen, dtype=torch.float64)
+        s_u, state_u = noise.ema_scale(g_u, state_u)
+        s_c, state_c = noise.ema_scale(g_c, state_c)
+        bound = b.z_first if step == 0 else b.z_later
+        assert (g_u / s_u).abs().max() < bound and (g_c / s_c).abs().max() < bound
+        if step == 0:
+            assert (g_u / s_u).abs().max() > 0.999 * bound  # reached up to rounding
+        else:
+            P = masks.agreement_probability(g_u, g_c, s_u, s_c)
+            assert b.prob_low < P.min() and P.max() < b.prob_high
+
+
+def test_agreement_probability_as_coded_matches_in_float64():
+    g_u, g_c, se_u, se_c, _ = _inputs(200)
+    coded = agreement_probability_as_coded(g_u, g_c, se_u, se_c)
+    assert torch.allclose(coded, masks.agreement_probability(g_u, g_c, se_u, se_c), atol=1e-12)
+
+
+def test_agreement_probability_as_coded_rounds_in_float32():
+    # |z| ~ 1e-4 of opposite signs: P = 1/2 - 2e-8 * 2/pi, below float32's spacing at 1/2.
+    g_u = torch.tensor([1e-4], dtype=torch.float32)
+    g_c = torch.tensor([-1e-4], dtype=torch.float32)
+    s = torch.ones(1, dtype=torch.float32)
+    assert agreement_probability_as_coded(g_u, g_c, s, s).item() >= 0.5  # kept at p = 1/2
+    assert not masks.prob_mask(g_u, g_c, s, s, 0.5).item()  # the library's mask is AND
+    with pytest.raises(ValueError, match="must be > 0"):
+        agreement_probability_as_coded(g_u, g_c, 0 * s, s)
+
+
+def test_focus_guarantee_monte_carlo_under_the_hypothesis():
+    gen = torch.Generator().manual_seed(5)
+    mc = focus_guarantee_monte_carlo(n_draws=3000, dim=30, generator=gen, se_u=0.5, se_c=2.0,
+                                     chunk=700)
+    est = mc.estimates
+    assert abs(est["<ghat_u, ghat_c>"].estimate) < 4 * est["<ghat_u, ghat_c>"].stderr
+    for name in ("<u, g_u>", "<u, g_c>", "S_uc"):
+        assert est[name].estimate > 5 * est[name].stderr
+    for name in ("lift_u", "lift_c"):  # E[g | ghat] = lambda ghat holds at rho = 0
+        assert abs(est[name].estimate) < 4 * est[name].stderr
+    assert mc.pathwise_slack >= 0  # S_uc >= <ghat_u, ghat_c> / 2 on every draw
+    assert 0 <= mc.certified <= 1
+
+
+def test_focus_guarantee_monte_carlo_under_conflict():
+    gen = torch.Generator().manual_seed(6)
+    mc = focus_guarantee_monte_carlo(n_draws=2000, dim=30, generator=gen, rho=-0.9)
+    est = mc.estimates
+    assert est["<ghat_u, ghat_c>"].estimate < -5 * est["<ghat_u, ghat_c>"].stderr
+    assert est["lift_c"].estimate < -5 * est["lift_c"].stderr  # the lift fails
+    assert mc.pathwise_slack >= 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"n_draws": 1}, "'n_draws'"), ({"dim": 0}, "'dim'"), ({"rho": 1.0}, "'rho'"),
+     ({"tau": 0.0}, "'tau'"), ({"alpha": -1.0}, "'alpha'")],
+)
+def test_focus_guarantee_monte_carlo_rejects_bad_values(kwargs, match):
+    options = {"n_draws": 10, "dim": 3, "generator": torch.Generator(), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        focus_guarantee_monte_carlo(**options)
