@@ -1,4 +1,4 @@
-"""The base unlearning methods as data: losses, weights and batching (THEORY.md §1)."""
+"""The base unlearning methods as data: losses, weights and batching."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +14,7 @@ from feasible.masks import ADDONS
 __all__ = [
     "ADDON_USES",
     "BATCHINGS",
+    "PARTNER_STREAMS",
     "LOSSES",
     "METHODS",
     "PENALTIES",
@@ -88,8 +89,10 @@ neg_ce = Loss(_true_labels, _neg_ce)
 #: may equal the true one. As in SalUn's CIFAR-10/SVHN code (``unlearn/RL.py``), the labels are
 #: redrawn at every visit of a sample (each batch of the forget pass draws fresh ones).
 random_label_ce = Loss(_uniform_labels, _ce)
-#: SRL's ``L_U`` (DeepUnlearn's successive random labels): cross-entropy against labels redrawn
-#: at every visit, uniformly among the classes other than the true one, so never the true label.
+#: SRL's ``L_U`` as the authors code it (``unlearn/SRL.py`` of owl1996/UnlearningFocusVector):
+#: cross-entropy against labels redrawn at every visit, ``(y + U{1..C-1}) mod C``, uniformly among
+#: the classes other than the true one, so never the true label. (DeepUnlearn's SRL draws from
+#: all classes instead: :data:`random_label_ce`.)
 shifted_label_ce = Loss(_shifted_labels, _ce)
 
 #: The losses a method may name, by name.
@@ -123,7 +126,7 @@ def l1_weight(gamma: float, epoch: int, epochs: int) -> float:
     ``gamma`` in the first epoch to ``gamma / epochs`` in the last (with ``no_l1_epochs = 0``).
 
     References:
-        THEORY.md §1 (l1-sparse row); research/baselines.md §A.5.
+        SalUn's ``FT_l1`` (``Classification/unlearn/FT.py`` of OPTML-Group/Unlearn-Saliency).
 
     Args:
         gamma: the initial weight, >= 0.
@@ -148,8 +151,10 @@ PENALTIES: dict[str, Callable[[dict[str, Tensor], float], dict[str, Tensor]]] = 
 class Pass(NamedTuple):
     """One pass of an epoch over one set, with the factors on the method's two weights."""
 
-    #: The set the pass iterates over once, ``"forget"`` or ``"retain"``; batches of the other
-    #: set are drawn alongside (cycling it) only when their gradient is needed.
+    #: The set the pass iterates over once, ``"forget"`` or ``"retain"`` (batches of the other
+    #: set are drawn alongside only when their gradient is needed), or ``"union"`` (the mixed
+    #: batching, one shuffled pass over both sets together, each batch split into its forget and
+    #: retain parts).
     over: str
     #: Multiplies ``alpha`` during the pass (0 switches ``g_U`` off).
     alpha_factor: float
@@ -158,11 +163,22 @@ class Pass(NamedTuple):
 
 
 #: What each batching means. "paired", "retain" and "forget" are one pass over ``epoch_over``
-#: with the other set cycled alongside; they differ only in which gradients the method weights
-#: (the loop draws a partner batch only when its gradient has a non-zero weight or an add-on
-#: needs both gradients). "sequential" is SalUn's RL protocol: a forget pass with ``beta = 0``,
-#: then a retain pass with ``alpha = 0``.
-BATCHINGS: tuple[str, ...] = ("paired", "sequential", "retain", "forget")
+#: with batches of the other set drawn alongside (see :data:`PARTNER_STREAMS`); they differ only
+#: in which gradients the method weights (the loop draws a partner batch only when its gradient
+#: has a non-zero weight or an add-on needs both gradients). "sequential" is SalUn's RL
+#: protocol: a forget pass with ``beta = 0``, then a retain pass with ``alpha = 0``. "mixed" is
+#: DeepUnlearn's: D_f and D_r concatenated and shuffled, one pass per epoch, each batch's loss
+#: the mean over its samples, so a batch with ``n_f`` forget and ``n_r`` retain samples weighs
+#: the mean gradients of its two parts by ``alpha * n_f / n`` and ``beta * n_r / n``.
+BATCHINGS: tuple[str, ...] = ("paired", "sequential", "retain", "forget", "mixed")
+
+#: Where the partner batches of a pass come from, by name.
+#:
+#: ``"cycle"`` (this project's) is one shuffled stream of the other set that runs on across
+#: epochs, reshuffled each time it is used up. ``"epoch"`` (the authors') is a fresh shuffled
+#: pass of the other set at the start of every epoch (their ``retain_loader`` is re-made in each
+#: epoch), reshuffled within the epoch only if used up.
+PARTNER_STREAMS: tuple[str, ...] = ("cycle", "epoch")
 
 
 @dataclass(frozen=True)
@@ -178,11 +194,13 @@ class MethodSpec:
         batching: one of :data:`BATCHINGS`.
         lr: the default learning rate for plain SGD (momentum 0).
         epoch_over: the set one epoch passes over: ``"forget"``, ``"retain"``, or ``"both"``
-            for the sequential batching (a forget pass then a retain pass).
+            for the sequential batching (a forget pass then a retain pass) and the mixed one
+            (one pass over the union).
         uses: the names of the :class:`feasible.unlearn.UnlearnConfig` fields that only this
             method reads (a configuration hash ignores them for other methods).
-        description: one line for tables and the command line.
+        description: one line for tables and the command line, saying whose form it is.
         penalty: a key of :data:`PENALTIES` added to ``L_C``, or ``None``.
+        partner: a key of :data:`PARTNER_STREAMS`: how batches of the other set are drawn.
     """
 
     name: str
@@ -196,6 +214,7 @@ class MethodSpec:
     uses: tuple[str, ...]
     description: str
     penalty: str | None = None
+    partner: str = "cycle"
 
     def __post_init__(self) -> None:
         for field in ("loss_u", "loss_c"):
@@ -209,8 +228,8 @@ class MethodSpec:
                 f"Unknown batching {self.batching!r} of method {self.name!r}; "
                 f"expected one of {names(BATCHINGS)}."
             )
-        expected = {"sequential": ("both",), "retain": ("retain",), "forget": ("forget",),
-                    "paired": ("forget", "retain")}[self.batching]
+        expected = {"sequential": ("both",), "mixed": ("both",), "retain": ("retain",),
+                    "forget": ("forget",), "paired": ("forget", "retain")}[self.batching]
         if self.epoch_over not in expected:
             raise ValueError(
                 f"The 'epoch_over' field of method {self.name!r} must be one of {names(expected)} "
@@ -221,17 +240,28 @@ class MethodSpec:
                 f"Unknown penalty {self.penalty!r} of method {self.name!r}; "
                 f"expected None or one of {names(PENALTIES)}."
             )
+        if self.partner not in PARTNER_STREAMS:
+            raise ValueError(
+                f"Unknown partner stream {self.partner!r} of method {self.name!r}; "
+                f"expected one of {names(PARTNER_STREAMS)}."
+            )
         if self.alpha < 0 or self.beta < 0 or self.lr <= 0:
             raise ValueError(f"Method {self.name!r} needs alpha, beta >= 0 and lr > 0.")
 
 
 # The default learning rates are for plain SGD (momentum 0, no weight decay; SalUn's ranges are
-# with momentum 0.9, about 10x smaller). Measured at the smoke scale (digits, the smoke MLP of
-# feasible.experiment trained to 100% train / 99.1% test accuracy, random 10% forgetting:
-# UA 0.0 for the original, 5.8 for the retrained model; batch 128, 5 epochs, add-on "none").
-# FT, l1-sparse and NGPlus moved UA at no rate that did not collapse the model there, so they
-# keep DESIGN.md's small-CNN scale. These are starting points: each scale tunes its own.
-#: The base methods of THEORY.md section 1, by name.
+# with momentum 0.9, about 10x smaller), the optimiser of the "harness" protocol; the authors'
+# protocol (feasible.unlearn.PROTOCOLS) sets Adam at 1e-4 for every method instead. Measured at
+# the smoke scale (digits, the smoke MLP of feasible.experiment trained to 100% train / 99.1%
+# test accuracy, random 10% forgetting: UA 0.0 for the original, 5.8 for the retrained model;
+# batch 128, 5 epochs, add-on "none"). FT, l1-sparse and NGPlus moved UA at no rate that did not
+# collapse the model there, so they keep the small-CNN scale's. These are starting points: each
+# scale tunes its own.
+#: The base methods by name. ``ngplus`` and ``srl`` are this project's forms (the literature
+#: harness's, used by the committed records); ``ngplus_authors`` and ``srl_authors`` are the
+#: authors' (``unlearn/NGPlus.py``, ``unlearn/SRL.py`` of owl1996/UnlearningFocusVector), and
+#: ``srl_deepunlearn`` is DeepUnlearn's (``munl/unlearning/successive_random_labels.py`` of
+#: xcadet/deepunlearn).
 METHODS: dict[str, MethodSpec] = {
     "ft": MethodSpec(
         name="ft", loss_u="neg_ce", loss_c="ce", alpha=0.0, beta=1.0, batching="retain",
@@ -247,9 +277,20 @@ METHODS: dict[str, MethodSpec] = {
     ),
     "ngplus": MethodSpec(
         name="ngplus", loss_u="neg_ce", loss_c="ce", alpha=0.05, beta=0.95, batching="paired",
-        lr=0.5,  # DESIGN.md (small CNN): UA moved from ~0.5. Smoke: 2.0 no change, 2.5 collapse
+        lr=0.5,  # small CNN: UA moved from ~0.5. Smoke: 2.0 no change, 2.5 collapse
         epoch_over="retain", uses=("ngplus_a",),
-        description="NegGrad+: (1 - a) * (-CE on D_f) + a * CE on D_r, one step per batch pair",
+        description="NegGrad+, this project's form: (1 - a) * (-CE on D_f) + a * CE on D_r, "
+                    "an epoch over D_r with D_f cycled alongside (SCRUB's batching, without its "
+                    "proximal term and eval-mode BatchNorm)",
+    ),
+    "ngplus_authors": MethodSpec(
+        name="ngplus_authors", loss_u="neg_ce", loss_c="ce", alpha=0.05, beta=0.95,
+        batching="paired", partner="epoch",
+        lr=0.5,  # as ngplus (provisional); the authors' protocol uses Adam at 1e-4
+        epoch_over="forget", uses=("ngplus_a",),
+        description="NegGrad+ as the authors code it: (1 - a) * (-CE) on a D_f batch plus a * CE "
+                    "on a D_r batch, an epoch over D_f with a fresh shuffled D_r stream each "
+                    "epoch, BatchNorm in train mode (unlearn/NGPlus.py)",
     ),
     "rl": MethodSpec(
         name="rl", loss_u="random_label_ce", loss_c="ce", alpha=1.0, beta=1.0,
@@ -261,9 +302,29 @@ METHODS: dict[str, MethodSpec] = {
     "srl": MethodSpec(
         name="srl", loss_u="shifted_label_ce", loss_c="ce", alpha=1.0, beta=1.0,
         batching="paired",
-        lr=0.03,  # DESIGN.md (small CNN): ~0.03; smoke: UA 0 -> 7.4 (0.01: 5.8)
+        lr=0.03,  # small CNN: ~0.03; smoke: UA 0 -> 7.4 (0.01: 5.8)
         epoch_over="retain", uses=(),
-        description="successive random labels, never the true one, on paired batches",
+        description="successive random labels, this project's form: labels never the true one, "
+                    "equal-size D_f and D_r batches at weights 1 and 1, an epoch over D_r with "
+                    "D_f cycled alongside",
+    ),
+    "srl_authors": MethodSpec(
+        name="srl_authors", loss_u="shifted_label_ce", loss_c="ce", alpha=0.05, beta=0.95,
+        batching="paired", partner="epoch",
+        lr=0.03,  # as srl (provisional); the authors' protocol uses Adam at 1e-4
+        epoch_over="forget", uses=(),
+        description="SRL as the authors code it: 0.05 * CE on a D_f batch with labels "
+                    "(y + U{1..C-1}) mod C plus 0.95 * CE on a D_r batch, an epoch over D_f "
+                    "with a fresh shuffled D_r stream each epoch (unlearn/SRL.py)",
+    ),
+    "srl_deepunlearn": MethodSpec(
+        name="srl_deepunlearn", loss_u="random_label_ce", loss_c="ce", alpha=1.0, beta=1.0,
+        batching="mixed",
+        lr=0.03,  # as srl (provisional)
+        epoch_over="both", uses=(),
+        description="SRL as DeepUnlearn codes it: D_f with uniform random labels (the true one "
+                    "possible) concatenated with D_r and shuffled, one CE per mixed batch, an "
+                    "epoch over both (successive_random_labels.py)",
     ),
     "l1_sparse": MethodSpec(
         name="l1_sparse", loss_u="neg_ce", loss_c="ce", alpha=0.0, beta=1.0, batching="retain",
@@ -272,8 +333,9 @@ METHODS: dict[str, MethodSpec] = {
         description="fine-tuning with an l1 penalty whose weight decays linearly to 0",
     ),
 }
-# SalUn is not a base method here: it is the add-on "salun" (a static saliency mask at theta0,
-# THEORY.md §6) that combines with any base method. The paper's SalUn is "rl" + "salun".
+# SalUn is not a base method here: it is an add-on that combines with any base method. SalUn's
+# own is "rl" + "salun" (a static global mask at theta0); the authors' SalUn baseline is
+# "srl_authors" + "salun_step" (a per-tensor mask recomputed on every forget batch).
 
 #: The :class:`feasible.unlearn.UnlearnConfig` fields each add-on reads beyond the common ones
 #: (method, agg, alpha, beta, renorm, lr, epochs, batch size, optimiser, seed), a view of the
@@ -288,7 +350,8 @@ def method_weights(spec: MethodSpec, *, ngplus_a: float = 0.95) -> tuple[float, 
     ``a = 0.95`` by default); every other method uses its record's values.
 
     References:
-        THEORY.md §1 (the table); research/baselines.md §D.
+        Kurmanji et al., SCRUB (NeurIPS 2023), NegGrad+; the authors' ``--beta``
+        (``arg_parser.py`` of owl1996/UnlearningFocusVector, 0.95 in their sweeps).
 
     Args:
         spec: the method.
@@ -310,8 +373,11 @@ def passes(spec: MethodSpec) -> tuple[Pass, ...]:
 
     Returns:
         Two passes for the sequential batching (forget with ``beta`` off, then retain with
-        ``alpha`` off), else one pass over ``spec.epoch_over`` with both weights on.
+        ``alpha`` off), one pass over the union for the mixed batching, else one pass over
+        ``spec.epoch_over`` with both weights on.
     """
     if spec.batching == "sequential":
         return (Pass("forget", 1.0, 0.0), Pass("retain", 0.0, 1.0))
+    if spec.batching == "mixed":
+        return (Pass("union", 1.0, 1.0),)
     return (Pass(spec.epoch_over, 1.0, 1.0),)

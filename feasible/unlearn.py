@@ -1,4 +1,4 @@
-"""The one unlearning loop of Algorithm 1: estimate, aggregate, mask, step (THEORY.md §9)."""
+"""The one unlearning loop of Algorithm 1: estimate, aggregate, mask, step."""
 from __future__ import annotations
 
 import math
@@ -32,10 +32,15 @@ from feasible.methods import (
 from feasible.noise import NOISE_MODELS, ema_scale, grad_stats
 
 __all__ = [
+    "MASK_MODES",
     "NOISE_METHODS",
+    "OPTIMIZERS",
+    "PROTOCOLS",
+    "AdamState",
     "MomentumState",
     "UnlearnConfig",
     "UnlearnResult",
+    "masked_adam_step",
     "masked_sgd_step",
     "relevant_fields",
     "saliency_at",
@@ -51,36 +56,83 @@ Tree = dict[str, Tensor]
 #: across steps and epochs).
 NOISE_METHODS: tuple[str, ...] = tuple(NOISE_MODELS)
 
+#: The optimisers of the loop, ``"sgd"`` (:func:`masked_sgd_step`, ``torch.optim.SGD``'s rule)
+#: and ``"adam"`` (:func:`masked_adam_step`, ``torch.optim.Adam``'s rule with betas (0.9, 0.999)
+#: and eps 1e-8, PyTorch's defaults, which the authors' code keeps).
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+
+#: How a mask meets the optimiser. ``"hard"`` (this project's): a masked coordinate does not move
+#: in that step, whatever momentum, Adam's moments or weight decay would do, and the optimiser's
+#: state for it (momentum buffer; Adam's two moments and its step count) is held. ``"leaky"``
+#: (the authors' and SalUn's code): only its gradient is zeroed before the optimiser's step, so
+#: momentum, Adam's moments and weight decay keep moving it.
+MASK_MODES: tuple[str, ...] = ("hard", "leaky")
+
+#: The protocols by name, presets of the fields a run's protocol decides. A field left ``None``
+#: in :class:`UnlearnConfig` takes its protocol's value; a field given explicitly wins.
+#:
+#: - ``"harness"`` (the default; the literature harness as this project runs it, SalUn-style):
+#:   plain SGD at each method's default rate, hard masks, micro-batch standard errors, 5 epochs
+#:   of batch 128, PROB at the paper's example threshold p = 0.45 (Fig. 4).
+#: - ``"authors"`` (``unlearn/impl.py``, ``arg_parser.py`` and ``array_param_file.py`` of
+#:   owl1996/UnlearningFocusVector): Adam at 1e-4, leaky masks, the ``ema`` noise model, 30
+#:   epochs of batch 256, PROB at p = 0.3 (their sweep's other value, 0.5, is the AND mask). Run
+#:   their methods as ``ngplus_authors`` and ``srl_authors`` (beta = 0.95 is those methods'
+#:   default) and their SalUn baseline as ``srl_authors`` with the add-on ``salun_step``; the
+#:   protocol does not rename methods or add-ons.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "harness": {"optimizer": "sgd", "lr": None, "mask_mode": "hard", "noise": "microbatch",
+                "epochs": 5, "batch_size": 128, "p": 0.45},
+    "authors": {"optimizer": "adam", "lr": 1e-4, "mask_mode": "leaky", "noise": "ema",
+                "epochs": 30, "batch_size": 256, "p": 0.3},
+}
+
 
 @dataclass(frozen=True)
 class UnlearnConfig:
     """Every setting of one unlearning run, validated when built.
 
+    ``protocol`` names a preset (:data:`PROTOCOLS`): every field it sets that is left ``None``
+    here takes the preset's value when the configuration is built, so the object holds the
+    resolved values; explicit values win. (``dataclasses.replace`` passes every resolved value
+    explicitly, so to change the protocol of a configuration build a new one.)
+
     Attributes:
         method: a base method, a key of :data:`feasible.methods.METHODS`.
         addon: an add-on, a key of :data:`feasible.masks.ADDONS`.
-        agg: the aggregator, ``"lin"`` (linG) or ``"min"`` (MinG), THEORY.md §2.
-        alpha: the weight on ``g_U``; ``None`` takes the method's (THEORY.md §1 table).
+        agg: the aggregator, ``"lin"`` (linG) or ``"min"`` (MinG) (Figs. 1-2).
+        alpha: the weight on ``g_U``; ``None`` takes the method's.
         beta: the weight on ``g_C``; ``None`` takes the method's.
-        p: the PROB threshold in (0, 1); 0.45 is the paper's example (Fig. 4).
+        p: the PROB threshold in (0, 1); ``None``: the protocol's (0.45, the paper's example in
+            Fig. 4, or the authors' 0.3).
         focus_variant: a key of :data:`feasible.masks.FOCUS_VARIANTS`: ``"probability"``
             (the authors' ``f = P``, ``u = f * a``), or this project's ``"signed"`` or ``"soft"``.
-        renorm: rescale each masked direction to the norm of the unmasked aggregate (DESIGN.md).
-        lr: the learning rate; ``None`` takes the method's default for plain SGD.
-        epochs: the number of epochs, >= 1.
-        batch_size: samples per batch of each set, >= 2.
-        momentum: SGD momentum in [0, 1); 0 is plain SGD (SalUn's harness uses 0.9).
-        weight_decay: L2 weight decay >= 0, added to the direction of kept coordinates only.
+        renorm: rescale each masked direction to the norm of the unmasked aggregate (this
+            project's option).
+        lr: the learning rate; ``None``: the protocol's (the authors' 1e-4), or for the harness
+            the method's default for plain SGD.
+        epochs: the number of epochs, >= 1; ``None``: the protocol's.
+        batch_size: samples per batch of each set, >= 2; ``None``: the protocol's.
+        momentum: SGD momentum in [0, 1); 0 is plain SGD (SalUn's harness uses 0.9); must be 0
+            for Adam.
+        weight_decay: L2 weight decay >= 0, added to the direction (coupled, as in
+            ``torch.optim.SGD`` and ``torch.optim.Adam``).
         noise: the noise model, a key of :data:`feasible.noise.NOISE_MODELS`; read only by the
-            add-ons that need standard errors (``prob``, ``focus``, ``focus_opt``).
-        k: micro-batches per batch for ``noise="microbatch"``, 2 <= k <= batch_size.
+            add-ons that need standard errors (``prob``, ``focus``, ``focus_opt``); ``None``: the
+            protocol's.
+        k: micro-batches per batch for ``noise="microbatch"``, >= 2 (and <= batch_size where
+            an add-on reads it).
         saliency_fraction: the share of coordinates SalUn's mask keeps, in (0, 1]; 0.5 is
-            SalUn's default saliency sparsity.
-        ngplus_a: NGPlus's mix in [0, 1]: ``alpha = 1 - a``, ``beta = a`` (SCRUB's 0.95).
+            SalUn's default saliency sparsity and the authors' default ``quantile``.
+        ngplus_a: NGPlus's mix in [0, 1]: ``alpha = 1 - a``, ``beta = a`` (SCRUB's and the
+            authors' 0.95).
         l1_gamma: the l1-sparse penalty's initial weight >= 0, decayed linearly per epoch.
-            5e-4 is the project's default; SalUn's search range is recalled as [5e-5, 1e-4]
-            (research/baselines.md §A.6, unverified).
+            5e-4 is this project's default (SalUn's search range is recalled as [5e-5, 1e-4],
+            unverified).
         seed: seeds batch order, augmentation and random labels, >= 0.
+        protocol: a key of :data:`PROTOCOLS`; the record names it.
+        optimizer: a key of :data:`OPTIMIZERS`; ``None``: the protocol's.
+        mask_mode: a key of :data:`MASK_MODES`; ``None``: the protocol's.
     """
 
     method: str
@@ -88,20 +140,23 @@ class UnlearnConfig:
     agg: str = "lin"
     alpha: float | None = None
     beta: float | None = None
-    p: float = 0.45
+    p: float | None = None
     focus_variant: str = DEFAULT_FOCUS_VARIANT
     renorm: bool = False
     lr: float | None = None
-    epochs: int = 5
-    batch_size: int = 128
+    epochs: int | None = None
+    batch_size: int | None = None
     momentum: float = 0.0
     weight_decay: float = 0.0
-    noise: str = "microbatch"
+    noise: str | None = None
     k: int = 8
     saliency_fraction: float = 0.5
     ngplus_a: float = 0.95
     l1_gamma: float = 5e-4
     seed: int = 0
+    protocol: str = "harness"
+    optimizer: str | None = None
+    mask_mode: str | None = None
 
     def __post_init__(self) -> None:
         owner = type(self).__name__  # a subclass (feasible.experiment.Config) names itself
@@ -112,10 +167,18 @@ class UnlearnConfig:
                 f"Got {getattr(self, name)!r} instead."
             )
 
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"Unknown protocol {self.protocol!r}; expected one of "
+                             f"{names(PROTOCOLS)}.")
+        for name, value in PROTOCOLS[self.protocol].items():  # resolve once, here
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         for name, options, what in (("method", METHODS, "method"), ("addon", ADDONS, "add-on"),
                                     ("agg", AGGREGATORS, "aggregator"),
                                     ("focus_variant", FOCUS_VARIANTS, "focus variant"),
-                                    ("noise", NOISE_METHODS, "noise estimator")):
+                                    ("noise", NOISE_METHODS, "noise estimator"),
+                                    ("optimizer", OPTIMIZERS, "optimizer"),
+                                    ("mask_mode", MASK_MODES, "mask mode")):
             if getattr(self, name) not in options:
                 raise ValueError(f"Unknown {what} {getattr(self, name)!r}; "
                                  f"expected one of {names(options)}.")
@@ -135,10 +198,17 @@ class UnlearnConfig:
             raise bad("batch_size", "an int >= 2")
         if not (is_real(self.momentum) and 0 <= self.momentum < 1):
             raise bad("momentum", "a float in the interval [0, 1)")
+        if self.optimizer == "adam" and self.momentum != 0:
+            raise bad("momentum", "0 with optimizer 'adam' (Adam's betas are fixed at "
+                                  "(0.9, 0.999))")
         if not (is_real(self.weight_decay) and self.weight_decay >= 0):
             raise bad("weight_decay", "a finite float >= 0")
-        if not (is_int(self.k) and 2 <= self.k <= self.batch_size):
-            raise bad("k", f"an int in the range [2, batch_size={self.batch_size}]")
+        if not (is_int(self.k) and self.k >= 2):
+            raise bad("k", "an int >= 2")
+        reads_k = ADDONS[self.addon].needs_se and self.noise == "microbatch"
+        if reads_k and self.k > self.batch_size:
+            raise bad("k", f"an int in the range [2, batch_size={self.batch_size}] for "
+                           f"micro-batch standard errors")
         if not (is_real(self.saliency_fraction) and 0 < self.saliency_fraction <= 1):
             raise bad("saliency_fraction", "a float in the interval (0, 1]")
         if not (is_real(self.ngplus_a) and 0 <= self.ngplus_a <= 1):
@@ -178,7 +248,11 @@ def relevant_fields(cfg: UnlearnConfig) -> dict[str, Any]:
 
     Drops the fields that only other methods or other add-ons read (e.g. ``p`` for
     ``addon="none"``, ``ngplus_a`` for methods other than NGPlus), so that a hash of this dict
-    ignores them (STYLE.md §4). ``alpha`` and ``beta`` are given as the weights in force.
+    ignores them. ``alpha``, ``beta`` and ``lr`` are given as the values in force. The protocol's
+    name is dropped (its resolved values are what count), and so are the optimiser and the mask
+    mode at the values that reproduce the harness's behaviour (``"sgd"``; ``"hard"``, or any
+    mode for ``addon="none"``, which masks nothing), so that the configurations of records
+    computed before these fields existed keep their hashes.
 
     Args:
         cfg: the configuration.
@@ -193,8 +267,13 @@ def relevant_fields(cfg: UnlearnConfig) -> dict[str, Any]:
         used.discard("p")
     if cfg.noise != "microbatch":
         used.discard("k")
+    unread = {"protocol"}
+    if cfg.optimizer == "sgd":
+        unread.add("optimizer")
+    if cfg.mask_mode == "hard" or cfg.addon == "none":
+        unread.add("mask_mode")
     out = {name: value for name, value in asdict(cfg).items()
-           if name not in (method_only | addon_only) - used}
+           if name not in ((method_only | addon_only) - used) | unread}
     out["alpha"], out["beta"] = cfg.weights
     out["lr"] = cfg.learning_rate
     return out
@@ -218,7 +297,7 @@ class UnlearnResult:
     setup_time: float = 0.0
 
 
-# --- the optimiser -----------------------------------------------------------------------------
+# --- the optimisers ----------------------------------------------------------------------------
 
 class MomentumState(NamedTuple):
     """The momentum buffers of :func:`masked_sgd_step` (``None`` before the first step)."""
@@ -236,28 +315,32 @@ def masked_sgd_step(
     lr: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    leaky: bool = False,
 ) -> tuple[Tree, MomentumState]:
-    """One SGD step in which masked coordinates do not move at all.
+    """One SGD step in which masked coordinates do not move (or, ``leaky``, may).
 
-    On kept coordinates this is ``torch.optim.SGD`` (dampening 0, no Nesterov):
-    ``d = u + wd * theta``, ``b = momentum * b + d``, ``theta -= lr * b``. On masked coordinates
-    nothing happens: the parameter, and its momentum buffer, keep their values, so neither
-    momentum nor weight decay leaks through the mask. This is why the loop has its own optimiser
-    rather than masking ``param.grad`` before ``torch.optim.SGD`` (SalUn's leak, fixed upstream
-    only in 2026 by restoring the weights after the step).
+    ``torch.optim.SGD``'s rule (dampening 0, no Nesterov): ``d = u + wd * theta``,
+    ``b = momentum * b + d``, ``theta -= lr * b``. With ``leaky=False`` (hard masks) this holds
+    on kept coordinates only; on masked ones nothing happens: the parameter and its momentum
+    buffer keep their values, so neither momentum nor weight decay leaks through the mask.
+    With ``leaky=True`` every coordinate follows the rule with ``u`` as given (zero where an
+    add-on masked it), as when a mask zeroes ``param.grad`` before ``torch.optim.SGD``'s step:
+    SalUn's code, whose leak its authors fixed upstream only in 2026 by restoring the weights
+    after the step. Without momentum and weight decay the two modes take the same step.
 
     References:
-        THEORY.md §7 (a mask applies to the parameter change actually made);
-        research/baselines.md §A.4.
+        SalUn's ``Classification/unlearn/RL.py`` (OPTML-Group/Unlearn-Saliency) for the leaky
+        form; a mask applies to the parameter change actually made is this project's reading.
 
     Args:
         params: the parameters to update in place, name to tensor.
-        direction: the update direction ``u`` per parameter (zero where masked).
+        direction: the update direction ``u`` per parameter.
         keep: bool per parameter, True where the coordinate may move.
         state: the momentum buffers from the previous step (``MomentumState(None)`` at first).
         lr: the learning rate, > 0.
         momentum: in [0, 1).
         weight_decay: >= 0.
+        leaky: zero only the gradient of masked coordinates instead of freezing them.
 
     Returns:
         The step actually taken per parameter (``theta_new = theta_old - step``) and the new
@@ -271,12 +354,102 @@ def masked_sgd_step(
             d = d + weight_decay * theta
         if momentum:
             old = state.buffers[name] if state.buffers is not None else torch.zeros_like(theta)
-            buffers[name] = torch.where(keep[name], momentum * old + d, old)
+            new = momentum * old + d
+            buffers[name] = new if leaky else torch.where(keep[name], new, old)
             d = buffers[name]
-        step = torch.where(keep[name], lr * d, torch.zeros_like(d))
+        step = lr * d if leaky else torch.where(keep[name], lr * d, torch.zeros_like(d))
         theta.sub_(step)
         steps[name] = step
     return steps, MomentumState(buffers)
+
+
+class AdamState(NamedTuple):
+    """The state of :func:`masked_adam_step` (all ``None`` before the first step).
+
+    Per coordinate: Adam's first and second moments and the number of steps it has taken (the
+    bias corrections use it), so that a coordinate frozen by a hard mask resumes where it
+    stopped.
+    """
+
+    exp_avg: Tree | None
+    exp_avg_sq: Tree | None
+    steps: Tree | None
+
+
+@torch.no_grad()
+def masked_adam_step(
+    params: dict[str, nn.Parameter],
+    direction: Tree,
+    keep: Tree,
+    state: AdamState,
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    leaky: bool = False,
+) -> tuple[Tree, AdamState]:
+    """One Adam step in which masked coordinates do not move (or, ``leaky``, may).
+
+    ``torch.optim.Adam``'s rule (no AMSGrad, coupled weight decay): ``d = u + wd * theta``,
+    ``m = b1 * m + (1 - b1) * d``, ``v = b2 * v + (1 - b2) * d**2``, ``t += 1``,
+    ``theta -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)``. With ``leaky=False``
+    (hard masks) this holds on kept coordinates only; on a masked coordinate nothing happens:
+    the parameter, its two moments and its step count keep their values. With ``leaky=True``
+    every coordinate follows the rule with ``u`` as given (zero where an add-on masked it),
+    which is ``torch.optim.Adam`` after the mask zeroed ``param.grad``, as in the authors' code:
+    Adam's first moment keeps moving a masked coordinate for many steps after its gradient was
+    cut.
+
+    References:
+        Kingma and Ba (2015); the authors' code: ``torch.optim.Adam`` at ``args.unlearn_lr`` in
+        ``unlearn/impl.py``, with masks multiplied into ``param.grad`` in
+        ``unlearn/NGradMask.py``, ``SRGradMask.py`` and ``SalUn.py`` of
+        owl1996/UnlearningFocusVector.
+
+    Args:
+        params: the parameters to update in place, name to tensor.
+        direction: the update direction ``u`` per parameter.
+        keep: bool per parameter, True where the coordinate may move.
+        state: the state from the previous step (``AdamState(None, None, None)`` at first).
+        lr: the learning rate, > 0.
+        betas: Adam's ``(b1, b2)``, each in [0, 1).
+        eps: added to the denominator, > 0.
+        weight_decay: >= 0.
+        leaky: zero only the gradient of masked coordinates instead of freezing them.
+
+    Returns:
+        The step actually taken per parameter (``theta_new = theta_old - step``) and the new
+        state.
+    """
+    b1, b2 = betas
+    first = state.exp_avg is None
+    exp_avg: Tree = {}
+    exp_avg_sq: Tree = {}
+    counts: Tree = {}
+    steps: Tree = {}
+    for name, theta in params.items():
+        d = direction[name]
+        if weight_decay:
+            d = d + weight_decay * theta
+        m_old = torch.zeros_like(theta) if first else state.exp_avg[name]
+        v_old = torch.zeros_like(theta) if first else state.exp_avg_sq[name]
+        t_old = torch.zeros_like(theta, dtype=torch.int32) if first else state.steps[name]
+        m = torch.lerp(m_old, d, 1 - b1)
+        v = v_old * b2 + (1 - b2) * d * d
+        t = t_old + 1
+        exponent = t.to(torch.float64)  # the bias corrections in double, as torch's floats
+        correction1 = (1 - b1 ** exponent).to(theta.dtype)
+        correction2 = (1 - b2 ** exponent).sqrt().to(theta.dtype)
+        step = lr * (m / correction1) / (v.sqrt() / correction2 + eps)
+        if not leaky:
+            kept = keep[name]
+            m, v = torch.where(kept, m, m_old), torch.where(kept, v, v_old)
+            t = torch.where(kept, t, t_old)
+            step = torch.where(kept, step, torch.zeros_like(step))
+        theta.sub_(step)
+        exp_avg[name], exp_avg_sq[name], counts[name], steps[name] = m, v, t, step
+    return steps, AdamState(exp_avg, exp_avg_sq, counts)
 
 
 # --- gradients ---------------------------------------------------------------------------------
@@ -355,15 +528,14 @@ def saliency_at(model: nn.Module, forget: Batch, *, fraction: float = 0.5,
 
 
 def _batch_saliency(model: nn.Module, params: dict[str, nn.Parameter], x: Tensor,
-                    y_true: Tensor, est_u: _Estimate, loss_u: str, fraction: float) -> Tree:
+                    y_true: Tensor, grads: Tree | None, fraction: float) -> Tree:
     """The ``salun_step`` mask: per tensor, the top ``fraction`` of |grad(-CE)| on this batch.
 
-    Where the method's ``L_U`` is ``-CE`` on the true labels, its batch gradient is that
-    gradient already; otherwise one more backward pass (train mode, as the authors' SalUn.py).
+    ``grads`` is that gradient when the step has it already (a method whose ``L_U`` is ``-CE``
+    on the true labels); otherwise one more backward pass on ``x`` (train mode, as the
+    authors' ``unlearn/SalUn.py``).
     """
-    if loss_u == "neg_ce":
-        grads = est_u.mean
-    else:
+    if grads is None:
         loss = -nn.functional.cross_entropy(model(x), y_true)
         grads = dict(zip(params, (g.detach() for g in
                                   torch.autograd.grad(loss, list(params.values())))))
@@ -438,6 +610,8 @@ def _step_stats(keep: Tree, g_u: Tree, g_c: Tree, direction: Tree, aggregate: Tr
         "direction_ratio": torch.where(a_norm > 0, _sq_norm(direction).sqrt()
                                        / a_norm.clamp(min=1e-300), torch.zeros_like(a_norm)),
         "ratio_steps": (a_norm > 0).double(),
+        "masked": (n_all - kept).double(),
+        "masked_moved": sum((~keep[n] & (step[n] != 0)).sum() for n in keep).double(),
     }
 
 
@@ -449,12 +623,14 @@ def _epoch_means(sums: dict[str, Any], steps: int) -> dict[str, float | None]:
 
     if not steps:
         return {k: None for k in ("kept_fraction", "kept_fraction_active", "step_norm",
-                                  "direction_ratio", "loss_u", "loss_c")}
+                                  "direction_ratio", "masked_moved_fraction", "loss_u",
+                                  "loss_c")}
     return {
         "kept_fraction": mean(sums["kept_fraction"], steps),
         "kept_fraction_active": mean(sums["kept_fraction_active"], sums["active_steps"]),
         "step_norm": mean(sums["step_norm"], steps),
         "direction_ratio": mean(sums["direction_ratio"], sums["ratio_steps"]),
+        "masked_moved_fraction": mean(sums["masked_moved"], sums["masked"]),
         "loss_u": mean(sums["loss_u"], sums["loss_u_n"]),
         "loss_c": mean(sums["loss_c"], sums["loss_c_n"]),
     }
@@ -475,15 +651,29 @@ def unlearn(
     """Unlearn ``forget`` from ``model`` in place: the one loop of Algorithm 1.
 
     Each step draws batches as the method's batching says (:func:`feasible.methods.passes`),
-    estimates ``(g_U, s_U)`` on the forget batch and ``(g_C, s_C)`` on the retain batch (with
-    :func:`feasible.noise.grad_stats` when the add-on needs standard errors, else one backward
-    per loss; a gradient whose weight is 0 and that no add-on needs is not computed), forms the
-    update with :func:`feasible.masks.feasible_update`, and takes a :func:`masked_sgd_step`. With
-    ``noise="ema"`` the standard errors are :func:`feasible.noise.ema_scale` of the batch
-    gradients (one backward per loss, one state per loss carried across steps and epochs). An
-    add-on whose saliency mask is per step (``salun_step``) recomputes it on every forget batch
-    (:func:`feasible.masks.saliency_mask` with ``per_tensor=True`` of the gradient of ``-CE``). The
-    model stays in train mode. Seeded generators, one per random stream (batch order,
+    estimates ``(g_U, s_U)`` on the forget batch and ``(g_C, s_C)`` on the retain batch, forms
+    the update with :func:`feasible.masks.feasible_update`, and takes a step of the configured
+    optimiser (:func:`masked_sgd_step` or :func:`masked_adam_step`, hard or leaky masks). The
+    standard errors, for the add-ons that need them, come from :func:`feasible.noise.grad_stats`
+    (``noise="microbatch"`` or ``"per_sample"``) or from :func:`feasible.noise.ema_scale` of
+    the batch gradients (``noise="ema"``: one backward per loss, one state per loss carried
+    across steps and epochs); otherwise one backward per loss, and a gradient whose weight is 0
+    and that no add-on needs is not computed. An add-on whose saliency mask is per step
+    (``salun_step``) recomputes it on every forget batch from the gradient of ``-CE``
+    (:func:`feasible.masks.saliency_mask` with ``per_tensor=True``): the forget gradient itself
+    where the method's ``L_U`` is ``-CE``, else one more backward pass.
+
+    Batchings: a pass over one set draws batches of the other set alongside, from one stream
+    that runs on across epochs (``partner="cycle"``) or from a fresh shuffled pass each epoch
+    (``partner="epoch"``, the authors'). The mixed batching (DeepUnlearn's SRL) walks D_f and
+    D_r together; an add-on that compares the two gradients gets the mean gradients of each
+    batch's forget and retain parts weighted by their shares of the batch (a part too small for
+    the noise model, fewer than 2 samples with micro-batch or per-sample errors, or empty, is
+    left out of that step: zero gradient, zero standard error, its ``ema`` state unchanged);
+    otherwise the batch is one forward and backward pass of its mean loss, as DeepUnlearn's.
+
+    The model stays in train mode (BatchNorm uses batch statistics and updates its running
+    ones, as in the authors' code). Seeded generators, one per random stream (batch order,
     augmentation, random labels), make a run a function of ``cfg.seed``; the main pass's stream
     does not depend on the add-on.
 
@@ -492,20 +682,24 @@ def unlearn(
     ``gamma_t * sign(theta)`` is added to ``g_C`` (it is exact, so ``s_C`` is unchanged).
 
     Each epoch's record has: ``epoch`` (1-based), ``steps``, ``wall_time`` (s, this epoch's
-    unlearning), ``kept_fraction`` (mean over steps of the share of coordinates the step may
-    move), ``kept_fraction_active`` (the same over the coordinates where at least one of the two
-    gradients is non-zero, THEORY.md §4), ``step_norm`` (mean L2 norm of the parameter change),
-    ``direction_ratio`` (mean ``||u|| / ||a||``, the update over the unmasked aggregate, over steps
-    where ``a`` is not 0; ``None`` if none), ``loss_u`` and ``loss_c`` (mean batch losses where
-    computed, else ``None``; ``loss_c`` without the penalty), ``l1_weight`` for methods with a
-    penalty, ``diverged``, and whatever ``on_epoch(epoch, model)`` returns.
+    unlearning), ``kept_fraction`` (mean over steps of the share of coordinates the mask keeps),
+    ``kept_fraction_active`` (the same over the coordinates where at least one of the two
+    gradients is non-zero), ``step_norm`` (mean L2 norm of the parameter change),
+    ``direction_ratio`` (mean ``||u|| / ||a||``, the update over the unmasked aggregate, over
+    steps where ``a`` is not 0; ``None`` if none), ``masked_moved_fraction`` (of the masked
+    coordinates of all steps, the share that moved anyway: 0 under hard masks, the leak under
+    leaky ones; ``None`` if nothing was masked), ``loss_u`` and ``loss_c`` (mean batch losses
+    where computed, else ``None``; ``loss_c`` without the penalty), ``l1_weight`` for methods
+    with a penalty, ``diverged``, and whatever ``on_epoch(epoch, model)`` returns.
 
     Divergence never raises: when a loss, a gradient or a parameter becomes NaN or infinite, the
     loop stops, that epoch's record has ``diverged = True`` (``on_epoch`` is still called) and
     ``diverged_epoch`` is set.
 
     References:
-        THEORY.md §1 (methods), §7 (masks meet the optimiser), §9 (Algorithm 1, a *reading*).
+        Dine, Furon, Faure (2025), Algorithm 1 (this project's reading); the authors' loops,
+        ``unlearn/NGradFocus.py``, ``NGradMask.py``, ``SRGradFocus.py``, ``SRGradMask.py``,
+        ``SalUn.py`` and ``impl.py`` of owl1996/UnlearningFocusVector.
 
     Args:
         model: the original model (theta0), updated in place.
@@ -543,26 +737,45 @@ def unlearn(
     start = time.perf_counter()
     spec = cfg.spec
     alpha, beta = cfg.weights
-    loss_u, loss_c = LOSSES[spec.loss_u], LOSSES[spec.loss_c]
-    min_size = max(2, cfg.k) if needs_se and cfg.noise == "microbatch" else 2
+    losses = {"forget": LOSSES[spec.loss_u], "retain": LOSSES[spec.loss_c]}
+    ema = needs_se and cfg.noise == "ema"
+    with_se = needs_se and not ema  # standard errors from grad_stats
+    min_size = max(2, cfg.k) if with_se and cfg.noise == "microbatch" else 2
+    part_min = 2 if with_se else 1  # the smallest part of a mixed batch an estimate can use
     sets = {"forget": forget, "retain": retain}
     device = next(model.parameters()).device
     streams = _Streams(cfg.seed)
     cpu = torch.device("cpu")
-    partners = {s: _cycle(len(sets[s][1]), cfg.batch_size, streams("partner", s, "order", cpu),
+
+    def partner_streams() -> dict[str, Iterator[Tensor]]:
+        return {s: _cycle(len(sets[s][1]), cfg.batch_size, streams("partner", s, "order", cpu),
                           min_size) for s in sets}
+
+    partners = partner_streams()
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     saliency = (saliency_at(model, forget, fraction=cfg.saliency_fraction)
                 if addon.saliency == "theta0" else None)
     step_saliency = addon.saliency == "step"  # recomputed on each forget batch below
-    ema = needs_se and cfg.noise == "ema"
     ema_state: dict[str, Tree | None] = {"forget": None, "retain": None}  # one V per loss
+    leaky = cfg.mask_mode == "leaky"
+    if cfg.optimizer == "adam":
+        state: Any = AdamState(None, None, None)
+
+        def take_step(direction: Tree, keep: Tree, state: Any) -> tuple[Tree, Any]:
+            return masked_adam_step(params, direction, keep, state, lr=cfg.learning_rate,
+                                    weight_decay=cfg.weight_decay, leaky=leaky)
+    else:
+        state = MomentumState(None)
+
+        def take_step(direction: Tree, keep: Tree, state: Any) -> tuple[Tree, Any]:
+            return masked_sgd_step(params, direction, keep, state, lr=cfg.learning_rate,
+                                   momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                   leaky=leaky)
     setup_time = time.perf_counter() - start
-    state = MomentumState(None)
     records: list[dict[str, Any]] = []
     wall_time = setup_time
 
-    def draw(which: str, role: str, idx: Tensor, loss) -> Batch:
+    def draw(which: str, role: str, idx: Tensor) -> Batch:
         """The batch ``idx`` of one set: augmented, on the model's device, relabelled."""
         x, y = sets[which]
         idx = idx.to(y.device)
@@ -570,7 +783,36 @@ def unlearn(
         if augment_policy != "none":  # augment takes uint8 images; "none" also passes floats
             x = data.augment(x, augment_policy, streams(role, which, "augment", x.device))
         y = y[idx].to(device)
-        return x.to(device), loss.relabel(y, streams(role, which, "labels", device), num_classes)
+        return x.to(device), losses[which].relabel(y, streams(role, which, "labels", device),
+                                                   num_classes)
+
+    def grads_of(loss: Tensor) -> Tree:
+        return {n: g.detach() for n, g in zip(params, torch.autograd.grad(
+            loss, list(params.values())))}
+
+    def schedule(one_pass: Any) -> Iterator[tuple[dict[str, tuple[Tensor, str]], float, float]]:
+        """Per step: the index batch and stream role of each set drawn, and the two weights."""
+        a_w, b_w = alpha * one_pass.alpha_factor, beta * one_pass.beta_factor
+        if one_pass.over == "union":
+            n_f = len(forget[1])
+            order = _index_batches(n_f + len(retain[1]), cfg.batch_size,
+                                   streams("main", "union", "order", cpu), min_size)
+            for idx in order:
+                parts = {"forget": idx[idx < n_f], "retain": idx[idx >= n_f] - n_f}
+                yield ({s: (i, "main") for s, i in parts.items()},
+                       a_w * len(parts["forget"]) / len(idx),
+                       b_w * len(parts["retain"]) / len(idx))
+            return
+        need = {"forget": needs_both or a_w > 0 or step_saliency,
+                "retain": needs_both or b_w > 0}
+        other = "retain" if one_pass.over == "forget" else "forget"
+        main = _index_batches(len(sets[one_pass.over][1]), cfg.batch_size,
+                              streams("main", one_pass.over, "order", cpu), min_size)
+        for idx in main:
+            sides = {one_pass.over: (idx, "main")} if need[one_pass.over] else {}
+            if need[other]:
+                sides[other] = (next(partners[other]), "partner")
+            yield sides, a_w, b_w
 
     model.train()
     for epoch in range(1, cfg.epochs + 1):
@@ -578,52 +820,70 @@ def unlearn(
         gamma = l1_weight(cfg.l1_gamma, epoch - 1, cfg.epochs)
         sums: dict[str, Any] = {"loss_u": 0.0, "loss_u_n": 0, "loss_c": 0.0, "loss_c_n": 0}
         steps, diverged = 0, False
+        if spec.partner == "epoch" and epoch > 1:  # a fresh shuffled pass of each partner set
+            partners = partner_streams()
         for one_pass in passes(spec):
-            a_w, b_w = alpha * one_pass.alpha_factor, beta * one_pass.beta_factor
-            need = {"forget": needs_both or a_w > 0 or step_saliency,
-                    "retain": needs_both or b_w > 0}
-            main = _index_batches(len(sets[one_pass.over][1]), cfg.batch_size,
-                                  streams("main", one_pass.over, "order", cpu), min_size)
-            for idx in main:
+            joint = one_pass.over == "union" and not needs_both
+            for sides, a_w, b_w in schedule(one_pass):
                 est: dict[str, _Estimate | None] = {"forget": None, "retain": None}
-                for which, loss in (("forget", loss_u), ("retain", loss_c)):
-                    if need[which]:
-                        role = "main" if which == one_pass.over else "partner"
-                        batch = idx if role == "main" else next(partners[which])
-                        x, y = draw(which, role, batch, loss)
-                        est[which] = _estimate(model, params, loss.criterion, x, y, cfg,
-                                               needs_se and not ema)
-                        if ema:
-                            se, ema_state[which] = ema_scale(est[which].mean, ema_state[which])
-                            est[which] = est[which]._replace(se=se)
-                        if which == "forget" and step_saliency:
-                            y_true = sets["forget"][1][batch.to(sets["forget"][1].device)]
-                            saliency = _batch_saliency(model, params, x, y_true.to(device),
-                                                       est[which], spec.loss_u,
-                                                       cfg.saliency_fraction)
-                est_u, est_c = est["forget"], est["retain"]
-                g_u = est_u.mean if est_u else _zeros(params)
-                g_c = est_c.mean if est_c else _zeros(params)
-                if spec.penalty is not None and est_c is not None:
+                drawn = {which: draw(which, role, idx) for which, (idx, role) in sides.items()
+                         if len(idx)}
+                if joint:  # one forward and backward pass of the mixed batch's mean loss
+                    x_all = torch.cat([drawn[w][0] for w in drawn])
+                    outputs = torch.split(model(x_all), [len(drawn[w][1]) for w in drawn])
+                    total, n = 0.0, len(x_all)
+                    for (which, (_, y)), out in zip(drawn.items(), outputs):
+                        loss = losses[which].criterion(out, y)
+                        weight = alpha if which == "forget" else beta
+                        total = total + weight * len(y) / n * loss
+                        est[which] = _Estimate({}, None, float(loss.detach()))
+                    g_u, g_c = _zeros(params), grads_of(total)
+                    se_u = se_c = None
+                    a_w, b_w = 0.0, 1.0
+                else:
+                    for which in ("forget", "retain"):
+                        if which in drawn and len(drawn[which][1]) >= part_min:
+                            x, y = drawn[which]
+                            est[which] = _estimate(model, params, losses[which].criterion, x, y,
+                                                   cfg, with_se)
+                            if ema:
+                                se, ema_state[which] = ema_scale(est[which].mean,
+                                                                 ema_state[which])
+                                est[which] = est[which]._replace(se=se)
+                    est_u, est_c = est["forget"], est["retain"]
+                    g_u = est_u.mean if est_u else _zeros(params)
+                    g_c = est_c.mean if est_c else _zeros(params)
+                    se_u = (est_u.se if est_u else _zeros(params)) if needs_se else None
+                    se_c = (est_c.se if est_c else _zeros(params)) if needs_se else None
+                    a_w, b_w = (a_w if est_u else 0.0), (b_w if est_c else 0.0)
+                if step_saliency and "forget" in drawn:
+                    x, _ = drawn["forget"]
+                    idx = sides["forget"][0].to(sets["forget"][1].device)
+                    reuse = not joint and spec.loss_u == "neg_ce" and est["forget"] is not None
+                    saliency = _batch_saliency(
+                        model, params, x, sets["forget"][1][idx].to(device),
+                        est["forget"].mean if reuse else None, cfg.saliency_fraction)
+                elif step_saliency and saliency is None:  # no forget batch yet: mask nothing
+                    saliency = {n: torch.ones_like(p, dtype=torch.bool)
+                                for n, p in params.items()}
+                if spec.penalty is not None and est["retain"] is not None:
                     penalty = PENALTIES[spec.penalty](params, gamma)
                     g_c = {n: g_c[n] + penalty[n] for n in g_c}
-                losses = [e.loss for e in (est_u, est_c) if e is not None]
-                se_u, se_c = (est_u.se if est_u else None), (est_c.se if est_c else None)
-                if not (all(math.isfinite(v) for v in losses) and _finite(g_u, g_c, se_u, se_c)):
+                batch_losses = [e.loss for e in est.values() if e is not None]
+                if not (all(math.isfinite(v) for v in batch_losses)
+                        and _finite(g_u, g_c, se_u, se_c)):
                     diverged = True
                     break
                 update = feasible_update(
                     g_u, g_c, se_u, se_c, addon=cfg.addon, agg=cfg.agg, alpha=a_w, beta=b_w,
                     p=cfg.p, saliency=saliency, focus_variant=cfg.focus_variant,
                     renorm=cfg.renorm)
-                step, state = masked_sgd_step(params, update.direction, update.keep, state,
-                                              lr=cfg.learning_rate, momentum=cfg.momentum,
-                                              weight_decay=cfg.weight_decay)
+                step, state = take_step(update.direction, update.keep, state)
                 aggregate = AGGREGATORS[cfg.agg](g_u, g_c, a_w, b_w)
                 for key, value in _step_stats(update.keep, g_u, g_c, update.direction, aggregate,
                                               step).items():
                     sums[key] = sums.get(key, 0.0) + value
-                for side, e in (("loss_u", est_u), ("loss_c", est_c)):
+                for side, e in (("loss_u", est["forget"]), ("loss_c", est["retain"])):
                     if e is not None:
                         sums[side] += e.loss
                         sums[side + "_n"] += 1

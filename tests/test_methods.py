@@ -1,4 +1,4 @@
-"""Tests for feasible.methods: the THEORY.md §1 table as data, the losses, batching."""
+"""Tests for feasible.methods: the methods table as data, the losses, batching."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +13,7 @@ from feasible.methods import (
     BATCHINGS,
     LOSSES,
     METHODS,
+    PARTNER_STREAMS,
     MethodSpec,
     Pass,
     l1_penalty_grad,
@@ -22,29 +23,42 @@ from feasible.methods import (
 )
 from feasible.unlearn import UnlearnConfig
 
-# THEORY.md §1: (L_U, L_C, alpha, beta, batching) per base method.
+# (L_U, L_C, alpha, beta, batching, partner stream) per base method.
 TABLE = {
-    "ft": ("neg_ce", "ce", 0.0, 1.0, "retain"),
-    "ga": ("neg_ce", "ce", 1.0, 0.0, "forget"),
-    "ngplus": ("neg_ce", "ce", 0.05, 0.95, "paired"),
-    "rl": ("random_label_ce", "ce", 1.0, 1.0, "sequential"),
-    "srl": ("shifted_label_ce", "ce", 1.0, 1.0, "paired"),
-    "l1_sparse": ("neg_ce", "ce", 0.0, 1.0, "retain"),
+    "ft": ("neg_ce", "ce", 0.0, 1.0, "retain", "cycle"),
+    "ga": ("neg_ce", "ce", 1.0, 0.0, "forget", "cycle"),
+    "ngplus": ("neg_ce", "ce", 0.05, 0.95, "paired", "cycle"),
+    # the authors' unlearn/NGPlus.py and unlearn/SRL.py: beta * CE(D_r) + (1 - beta) * L_U(D_f),
+    # beta = 0.95, an epoch over D_f with a retain loader re-made every epoch
+    "ngplus_authors": ("neg_ce", "ce", 0.05, 0.95, "paired", "epoch"),
+    "rl": ("random_label_ce", "ce", 1.0, 1.0, "sequential", "cycle"),
+    "srl": ("shifted_label_ce", "ce", 1.0, 1.0, "paired", "cycle"),
+    "srl_authors": ("shifted_label_ce", "ce", 0.05, 0.95, "paired", "epoch"),
+    # DeepUnlearn's RandomRelabel: uniform labels on D_f, concatenated with D_r, shuffled
+    "srl_deepunlearn": ("random_label_ce", "ce", 1.0, 1.0, "mixed", "cycle"),
+    "l1_sparse": ("neg_ce", "ce", 0.0, 1.0, "retain", "cycle"),
 }
 
 
 def test_methods_follow_the_theory_table():
     assert set(METHODS) == set(TABLE)
-    for name, (loss_u, loss_c, alpha, beta, batching) in TABLE.items():
+    for name, (loss_u, loss_c, alpha, beta, batching, partner) in TABLE.items():
         spec = METHODS[name]
         assert spec.name == name
         assert (spec.loss_u, spec.loss_c, spec.batching) == (loss_u, loss_c, batching)
+        assert spec.partner == partner and partner in PARTNER_STREAMS
         assert method_weights(spec) == pytest.approx((alpha, beta))
         assert spec.lr > 0 and spec.description
         assert spec.batching in BATCHINGS
     assert METHODS["l1_sparse"].penalty == "l1"
     assert all(METHODS[m].penalty is None for m in TABLE if m != "l1_sparse")
-    assert METHODS["ngplus"].uses == ("ngplus_a",)
+    assert METHODS["ngplus"].uses == METHODS["ngplus_authors"].uses == ("ngplus_a",)
+    for name in ("ngplus", "srl"):
+        assert "this project's form" in METHODS[name].description
+    for name in ("ngplus_authors", "srl_authors"):
+        assert "as the authors code it" in METHODS[name].description
+        assert METHODS[name].epoch_over == "forget"
+    assert "DeepUnlearn" in METHODS["srl_deepunlearn"].description
     assert METHODS["l1_sparse"].uses == ("l1_gamma",)
 
 
@@ -65,7 +79,9 @@ def test_specs_are_frozen_records():
 @pytest.mark.parametrize("a", [0.0, 0.5, 0.95, 1.0])
 def test_ngplus_weights_follow_a(a):
     assert method_weights(METHODS["ngplus"], ngplus_a=a) == pytest.approx((1 - a, a))
+    assert method_weights(METHODS["ngplus_authors"], ngplus_a=a) == pytest.approx((1 - a, a))
     assert method_weights(METHODS["srl"], ngplus_a=a) == (1.0, 1.0)
+    assert method_weights(METHODS["srl_authors"], ngplus_a=a) == (0.05, 0.95)
 
 
 def test_passes():
@@ -73,6 +89,9 @@ def test_passes():
     assert passes(METHODS["ga"]) == (Pass("forget", 1.0, 1.0),)
     for name in ("ft", "ngplus", "srl", "l1_sparse"):
         assert passes(METHODS[name]) == (Pass("retain", 1.0, 1.0),)
+    for name in ("ngplus_authors", "srl_authors"):
+        assert passes(METHODS[name]) == (Pass("forget", 1.0, 1.0),)
+    assert passes(METHODS["srl_deepunlearn"]) == (Pass("union", 1.0, 1.0),)
 
 
 def _outputs(n=2000, classes=10, seed=0):
@@ -139,8 +158,10 @@ def test_l1_penalty_gradient_is_the_sign():
 
 @pytest.mark.parametrize("change, needle", [
     ({"loss_u": "hinge"}, "Unknown loss 'hinge'"),
-    ({"batching": "mixed"}, "Unknown batching 'mixed'"),
+    ({"batching": "interleaved"}, "Unknown batching 'interleaved'"),
+    ({"batching": "mixed"}, "'epoch_over'"),
     ({"epoch_over": "both"}, "'epoch_over'"),
+    ({"partner": "fresh"}, "Unknown partner stream 'fresh'"),
     ({"penalty": "l2"}, "Unknown penalty 'l2'"),
     ({"alpha": -1.0}, "alpha, beta >= 0"),
 ])
