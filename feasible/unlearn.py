@@ -25,6 +25,7 @@ from feasible.methods import (
     METHODS,
     PENALTIES,
     MethodSpec,
+    Pass,
     l1_weight,
     method_weights,
     passes,
@@ -790,7 +791,7 @@ def unlearn(
         return {n: g.detach() for n, g in zip(params, torch.autograd.grad(
             loss, list(params.values())))}
 
-    def schedule(one_pass: Any) -> Iterator[tuple[dict[str, tuple[Tensor, str]], float, float]]:
+    def schedule(one_pass: Pass) -> Iterator[tuple[dict[str, tuple[Tensor, str]], float, float]]:
         """Per step: the index batch and stream role of each set drawn, and the two weights."""
         a_w, b_w = alpha * one_pass.alpha_factor, beta * one_pass.beta_factor
         if one_pass.over == "union":
