@@ -7,6 +7,7 @@ import sys
 from typing import Any, Sequence
 
 from feasible.experiment import SCALES, Config, record_path
+from feasible.paths import NotWritableError
 from feasible.train import SCHEDULES, TrainConfig
 
 #: Metric columns of the table ``run`` prints.
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute an existing record")
 
     sweep = sub.add_parser("sweep", help="run every configuration of a grid file",
-                           description="Run a grid's configurations that have no record yet.")
+                           description="Run a grid's configurations that have no finished record "
+                                       "yet and that no other process is computing.")
     sweep.add_argument("grid", help="a grid JSON file, e.g. grids/smoke.json")
     sweep.add_argument("--dry-run", action="store_true", help="list what would run; run nothing")
     sweep.add_argument("--limit", type=int, default=None, metavar="N",
@@ -132,11 +134,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from feasible.experiment import claim_owner, read_record
     from feasible.sweep import expand, label, load_grid, sweep
 
     if args.limit is not None and args.limit < 0:
         raise ValueError(f"The '--limit' option must be an int >= 0. Got {args.limit} instead.")
-    configs = expand(load_grid(args.grid))
+    grid = load_grid(args.grid)
+    try:
+        configs = expand(grid)
+    except ValueError as err:
+        raise ValueError(f"The grid file {args.grid}: {err}") from None
     if args.shard is not None:
         try:
             index, count = (int(v) for v in args.shard.split("/"))
@@ -149,8 +156,11 @@ def _sweep(args: argparse.Namespace) -> int:
                     progress=not args.no_progress)
     if args.dry_run:
         for config in configs:
-            state = "recorded" if record_path(config).exists() else "to run"
-            print(f"{state:9s} {record_path(config).name}  {label(config)}")
+            path = record_path(config)
+            record, problem = read_record(path)
+            state = ("recorded" if record is not None else "broken" if problem is not None
+                     else "running" if claim_owner(path) is not None else "to run")
+            print(f"{state:9s} {path.name}  {label(config)}")
     for line in summary.lines():
         print(line)
     return 1 if summary.failed else 0
@@ -200,14 +210,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments (``None``: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success, 1 when a sweep had failures, 2 for a bad argument.
+        The exit status: 0 on success, 1 when a sweep had failures, 2 for a bad argument (an
+        invalid value, a missing or malformed grid file, an unknown or unavailable device) or a
+        results folder that cannot be written.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     command = {"run": _run, "sweep": _sweep, "list": _list, "bench": _bench}[args.command]
     try:
         return command(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, NotWritableError) as err:
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -8,16 +8,19 @@ import json
 import math
 import os
 import platform
+import socket
 import subprocess
+import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from feasible._validate import is_int, is_real, names
-from feasible.paths import ROOT, results_dir
+from feasible._validate import is_int, is_real, names, resolve_device
+from feasible.paths import ROOT, check_writable, results_dir
 from feasible.train import TrainConfig, original_and_retrained
 from feasible.unlearn import UnlearnConfig, relevant_fields, unlearn
 
@@ -69,8 +72,9 @@ def _recipes(**kwargs: TrainConfig) -> dict[str, TrainConfig]:
 
 
 # Recipes. Every one trains until the original model memorises its training set (train accuracy
-# >= 99%, DESIGN.md); the measured accuracies are in the README and the records.
-#: The scales by name (DESIGN.md), one parameter for the same code.
+# >= 99%: unlearning is measured against a model that fits its forget set); the measured
+# accuracies are in the README and the records.
+#: The scales by name, one parameter that chooses data, models and recipes for the same code.
 SCALES: dict[str, Scale] = {
     "smoke": Scale(
         name="smoke",
@@ -247,9 +251,10 @@ def hashed_fields(config: Config) -> dict[str, Any]:
 
     The unlearning fields are those ``feasible.unlearn.relevant_fields`` keeps: it drops what the
     method and add-on do not read (e.g. ``p`` for add-on ``"none"``, ``ngplus_a`` for methods
-    other than NGPlus, STYLE.md §4) and resolves ``alpha``, ``beta`` and ``lr`` left as ``None``
-    to the values in force. ``train`` is replaced by the resolved recipe, and ``data_root`` (a
-    location, not a value: the record names the copy of the data used) is left out.
+    other than NGPlus: setting a key that nothing reads makes no new configuration) and resolves
+    ``alpha``, ``beta`` and ``lr`` left as ``None`` to the values in force. ``train`` is replaced
+    by the resolved recipe, and ``data_root`` (a location, not a value: the record names the copy
+    of the data used) is left out.
 
     Args:
         config: the configuration.
@@ -299,43 +304,96 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def run(config: Config, *, device: str | torch.device | None = None, force: bool = False,
-        ) -> dict[str, Any]:
+        wait: bool = True) -> dict[str, Any]:
     """Run one configuration and return its result record.
 
     Loads the data, splits off the forget set, trains (or loads) the original and retrained
     models, measures both, unlearns from a copy of the original with per-epoch metrics, and
-    writes the record atomically to :func:`record_path`. An existing record is returned as it is,
-    without recomputing, unless ``force``.
+    writes the record atomically to :func:`record_path`. A finished record
+    (:func:`read_record`) is returned as it is, without recomputing, unless ``force``; a record
+    file that is not finished (truncated, unreadable, or under another configuration's hash) is
+    moved aside to ``<hash>.json.corrupt`` with a warning naming it, and recomputed.
+
+    The device and the results folder are checked before any computation. The computation runs
+    under the configuration's claim (:func:`claim`), so two processes never compute the same
+    configuration at once: when another live process holds it, ``run`` waits for it (with a
+    warning naming the claim file) and then returns the record that process wrote, or
+    (``wait=False``) raises :class:`ClaimedError` at once.
 
     The record: ``config``, ``hash``, ``train_config``, ``environment``, ``data`` (source, sizes,
     forget size, ``indices_hash``), ``original`` and ``retrained`` (``metrics`` UA/RA/TA/MIA and
     ``train`` info), ``ua_gap_original_retrained`` (UA(retrained) - UA(original),
     signed; the original's ``avg_gap`` is the Avg. Gap of doing nothing),
     ``epochs`` (per epoch: the loop's record, UA/RA/TA/MIA, ``gap_*`` to the retrained model,
-    ``avg_gap``, ``relative_ua``), ``final`` (the same after the last epoch, plus
+    ``avg_gap``, ``ua_ratio``), ``final`` (the same after the last epoch, plus
     ``epochs_to_reach_retrain_ua``), ``diverged_epoch`` and ``timings`` (seconds). NaN and
     infinities are stored as ``null``. Everything but ``timings`` and the per-epoch
     ``wall_time`` is a function of the configuration and the machine.
 
     Args:
         config: the configuration.
-        device: where to compute (``None``: CUDA when available, else the CPU).
+        device: where to compute (``None``: CUDA when available, else the CPU); see
+            ``resolve_device`` in ``feasible._validate`` for the accepted names.
         force: recompute and overwrite an existing record.
+        wait: when another process holds the configuration's claim, wait for it (``True``) or
+            raise :class:`ClaimedError` (``False``).
 
     Returns:
         The record, as stored (JSON types).
 
     Raises:
+        ValueError: an unknown device, or one this machine does not have.
+        OSError: the results folder cannot be written (a ``NotWritableError`` of
+            ``feasible.paths``, naming the folder).
+        ClaimedError: ``wait=False`` and another live process computes this configuration.
         FileNotFoundError: the dataset is not available (the message says how to get it).
     """
+    return compute_once(config, device=device, force=force, wait=wait)[0]
+
+
+def compute_once(config: Config, *, device: str | torch.device | None = None,
+                 force: bool = False, wait: bool = True) -> tuple[dict[str, Any], bool]:
+    """:func:`run`, saying whether this call computed the record.
+
+    Args:
+        config: the configuration.
+        device: as for :func:`run`.
+        force: as for :func:`run`.
+        wait: as for :func:`run`.
+
+    Returns:
+        The record, and ``True`` when this call computed and wrote it (``False``: it was
+        finished already, or another process finished it while this call waited).
+
+    Raises:
+        ValueError: an unknown device, or one this machine does not have.
+        OSError: the results folder cannot be written (a ``NotWritableError`` of
+            ``feasible.paths``, naming the folder).
+        ClaimedError: ``wait=False`` and another live process computes this configuration.
+    """
+    device = resolve_device(device)
+    path = record_path(config)
+    if not force:
+        record = finished_record(config, move_aside=False)
+        if record is not None:
+            return record, False
+    check_writable(path.parent)
+    with claim(path, wait=wait):
+        if not force:
+            record = finished_record(config)  # under the claim: moves a broken record aside
+            if record is not None:  # written meanwhile by the process we waited for
+                return record, False
+        for tmp in path.parent.glob(f".{path.stem}.*.tmp"):  # left by a killed writer
+            tmp.unlink(missing_ok=True)
+        return write_record(_compute(config, device), path), True
+
+
+def _compute(config: Config, device: torch.device) -> dict[str, Any]:
+    """The record of ``config``, computed on ``device`` (see :func:`run`), not yet written."""
     from feasible.data import AUGMENTATION, forget_split, load
     from feasible.methods import METHODS
-    from feasible.metrics import epochs_to_reach, evaluate, gaps, relative_ua
+    from feasible.metrics import epochs_to_reach, evaluate, gaps, ua_ratio
 
-    path = record_path(config)
-    if path.exists() and not force:
-        return json.loads(path.read_text())
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -373,7 +431,7 @@ def run(config: Config, *, device: str | torch.device | None = None, force: bool
         out.update({f"gap_{k}": v for k, v in gaps(metrics, ref_retrained).items()
                     if k != "avg_gap"})
         out["avg_gap"] = gaps(metrics, ref_retrained)["avg_gap"]
-        out["relative_ua"] = relative_ua(metrics["UA"], ref_retrained["UA"])
+        out["ua_ratio"] = ua_ratio(metrics["UA"], ref_retrained["UA"])
         return out
 
     eval_time = [0.0]
@@ -438,11 +496,14 @@ def run(config: Config, *, device: str | torch.device | None = None, force: bool
         "diverged_epoch": result.diverged_epoch,
         "timings": timings,
     }
-    return write_record(record, path)
+    return record
 
 
 def write_record(record: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Write ``record`` as JSON to ``path`` atomically (a temporary file, then ``os.replace``).
+    """Write ``record`` as JSON to ``path`` atomically.
+
+    The text goes to a temporary file beside ``path``, is flushed to the disk, and replaces
+    ``path`` in one ``os.replace``: a reader sees the old file or the whole new one, never a part.
 
     Returns:
         The record as stored (JSON types, NaN and infinities as ``None``).
@@ -450,9 +511,324 @@ def write_record(record: dict[str, Any], path: Path) -> dict[str, Any]:
     text = json.dumps(_jsonable(record), indent=1, sort_keys=True, allow_nan=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as file:
+            file.write(text + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return json.loads(text)
+
+
+def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Read the record file ``path`` and check that it is finished.
+
+    A record is finished when it parses as a JSON object with final metrics, its ``hash`` is its
+    file name's stem, and its ``config`` hashes (:func:`config_hash`) to that same stem (a
+    configuration that this version cannot read back, written before a field was renamed, is
+    trusted on its stored hash). Anything else is a record that was cut short (a full disk, a
+    crash), edited, or copied under another name.
+
+    Args:
+        path: a record file, ``<hash>.json``.
+
+    Returns:
+        ``(record, None)`` for a finished record, ``(None, None)`` when there is no file, and
+        ``(None, problem)`` when the file is there but not a finished record (``problem`` says
+        why, for messages).
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"unreadable ({type(err).__name__}: {err})"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        return None, f"not valid JSON ({err}; {len(text)} characters)"
+    if not isinstance(record, dict):
+        return None, f"a JSON {type(record).__name__}, not an object"
+    if record.get("hash") != path.stem:
+        return None, f"stored with hash {record.get('hash')!r}, not its file name's {path.stem!r}"
+    if not isinstance(record.get("config"), dict):
+        return None, "without a configuration"
+    try:
+        digest = config_hash(Config.from_dict(record["config"]))
+    except (TypeError, ValueError):  # fields renamed since it was written: its hash decides
+        digest = path.stem
+    if digest != path.stem:
+        return None, f"a record of configuration {digest!r}, not {path.stem!r}"
+    if not isinstance(record.get("final"), dict):
+        return None, "without final metrics"
+    return record, None
+
+
+def finished_record(config: Config, *, move_aside: bool = True) -> dict[str, Any] | None:
+    """The finished record of ``config``, or ``None`` when it has to be computed.
+
+    The one test of "is this configuration done" that :func:`run`, the sweep and its dry run
+    share (:func:`read_record`).
+
+    Args:
+        config: the configuration.
+        move_aside: move a record file that is there but not finished out of the way
+            (:func:`set_aside`), with a warning naming both files, so that it is recomputed.
+
+    Returns:
+        The record (JSON types), or ``None``.
+    """
+    path = record_path(config)
+    record, problem = read_record(path)
+    if problem is not None and move_aside:
+        moved = set_aside(path)
+        warnings.warn(f"The record {path} is {problem}: moved it to {moved.name} and computing "
+                      f"the configuration again.", stacklevel=2)
+    return record
+
+
+def set_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<name>.corrupt`` (or ``<name>.corrupt.1``, ...: never over another).
+
+    Returns:
+        The new path.
+    """
+    target = path.with_name(path.name + ".corrupt")
+    number = 0
+    while target.exists():
+        number += 1
+        target = path.with_name(f"{path.name}.corrupt.{number}")
+    os.replace(path, target)
+    return target
+
+
+#: Seconds after which a claim made on another host, whose heartbeat stopped, is stale
+#: (``FEASIBLE_CLAIM_STALE_S`` overrides). A live claim refreshes its file's time every quarter
+#: of this (at most every minute).
+CLAIM_STALE_S: float = 600.0
+#: Seconds within which a new claim file gets its content; an empty one older than this is stale.
+CLAIM_WRITE_S: float = 5.0
+
+
+class ClaimedError(RuntimeError):
+    """Another live process holds the claim of a configuration (it is computing it).
+
+    Attributes:
+        path: the claim file.
+        owner: what the claim file says of its holder (``pid``, ``host``, ``time``), or ``{}``.
+    """
+
+    def __init__(self, path: os.PathLike[str], owner: Mapping[str, Any]) -> None:
+        self.path, self.owner = Path(path), dict(owner)
+        self.who = (f"process {owner.get('pid')} on {owner.get('host')}" if owner.get("host")
+                    else "another process")
+        stem = self.path.name.split(".")[0]
+        super().__init__(f"Configuration {stem} is being computed by {self.who} (claim file "
+                         f"{self.path}).")
+
+
+class Claim:
+    """A held claim: an open, locked claim file whose time a thread refreshes until released."""
+
+    def __init__(self, path: os.PathLike[str], fd: int) -> None:
+        self.path, self._fd = Path(path), fd
+        self._stop = threading.Event()
+        interval = min(60.0, _stale_after() / 4)
+        self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                if _same_file(self._fd, self.path):
+                    os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        """Remove the claim file (if it is still this claim's) and unlock it."""
+        if self._fd < 0:
+            return
+        self._stop.set()
+        self._thread.join()
+        try:
+            if _same_file(self._fd, self.path):
+                self.path.unlink()
+        except OSError:
+            pass
+        os.close(self._fd)  # closing releases the lock
+        self._fd = -1
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def claim_path(path: Path) -> Path:
+    """The claim file of the record ``path``: ``<hash>.json.claim`` beside it."""
+    return path.with_name(path.name + ".claim")
+
+
+def claim(path: Path, *, wait: bool = False, poll_s: float = 1.0) -> Claim:
+    """Claim the configuration whose record is ``path``, so that no other process computes it.
+
+    The claim is the file :func:`claim_path`, holding the claimer's pid, host and start time, and
+    locked with ``flock`` while held. It is free when the file is absent, or stale: its lock is
+    free and its process is gone (a process on this host that no longer runs; the operating
+    system drops a killed process's lock), or it comes from another host and its time, which the
+    holder refreshes, is older than :data:`CLAIM_STALE_S`. A stale claim is taken over; a
+    released claim is removed. On a network file system shared by several hosts, ``flock`` may
+    or may not reach the other hosts: the claim's time then decides, so the configuration of a
+    task killed on another host is free again after :data:`CLAIM_STALE_S`, and two hosts that
+    find the same stale claim in the same instant could both take it.
+
+    Args:
+        path: the record file.
+        wait: when the claim is held, wait until it is free (``True``) or raise (``False``).
+        poll_s: seconds between two tries while waiting.
+
+    Returns:
+        The held :class:`Claim`; use it as a context manager, or call its ``release``.
+
+    Raises:
+        ClaimedError: ``wait=False`` and another live process holds the claim.
+    """
+    _stale_after()  # a bad FEASIBLE_CLAIM_STALE_S fails here, before any claim
+    waited = False
+    while True:
+        try:
+            return _try_claim(claim_path(path))
+        except ClaimedError as err:
+            if not wait:
+                raise
+            if not waited:
+                warnings.warn(f"Waiting: {err}", stacklevel=2)
+                waited = True
+        time.sleep(poll_s)
+
+
+def claim_owner(path: Path) -> dict[str, Any] | None:
+    """Who holds the claim of the record ``path``, if a live process does (else ``None``).
+
+    It only reads the claim file (no lock is taken), for listings: a process on this host
+    holds it while its pid runs, another host while the claim's time is fresh.
+    """
+    cpath = claim_path(path)
+    try:
+        fd = os.open(cpath, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        info, age = _read_claim(fd)
+    finally:
+        os.close(fd)
+    return info if _alive(info, age, locked=None) else None
+
+
+def _try_claim(cpath: Path) -> Claim:
+    """One attempt at :func:`claim` on the claim file ``cpath``."""
+    for _ in range(10):  # the file may be released and removed between two steps: try again
+        try:
+            fd, created = os.open(cpath, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            try:
+                fd, created = os.open(cpath, os.O_RDWR), False
+            except FileNotFoundError:
+                continue
+        try:
+            locked = _lock(fd, block=created)  # the creator waits out a passing reader's lock
+            if locked is False:
+                raise ClaimedError(cpath, _read_claim(fd)[0])
+            if not _same_file(fd, cpath):
+                os.close(fd)
+                continue
+            if not created:
+                info, age = _read_claim(fd)
+                if _alive(info, age, locked):
+                    raise ClaimedError(cpath, info)
+            _write_claim(fd)
+            return Claim(cpath, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+    raise ClaimedError(cpath, {})
+
+
+def _lock(fd: int, *, block: bool) -> bool | None:
+    """``flock`` the file: ``True`` locked, ``False`` held by another, ``None`` unsupported."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: the claim's content decides
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks (ENOLCK, EOPNOTSUPP): the content decides
+        return None
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the open file ``fd`` (not removed or replaced since)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
+
+
+def _read_claim(fd: int) -> tuple[dict[str, Any], float]:
+    """The claim file's content (``{}`` if empty or unreadable) and its age in seconds."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096).decode() or "{}")
+        age = time.time() - os.fstat(fd).st_mtime
+    except (OSError, ValueError):
+        return {}, 0.0
+    return (info if isinstance(info, dict) else {}), age
+
+
+def _write_claim(fd: int) -> None:
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(info).encode())
+    os.utime(fd)
+
+
+def _alive(info: Mapping[str, Any], age: float, locked: bool | None) -> bool:
+    """Whether a claim with this content and age, found with this lock result, is held."""
+    if not info.get("host"):  # no content: being written (a claimer writes it at once) or dead
+        return age < CLAIM_WRITE_S
+    if info["host"] == socket.gethostname() and isinstance(info.get("pid"), int):
+        if locked:  # we got its lock, so its process is gone
+            return False
+        return _pid_runs(info["pid"])
+    return age < _stale_after()  # another host: its heartbeat decides
+
+
+def _pid_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _stale_after() -> float:
+    value = os.environ.get("FEASIBLE_CLAIM_STALE_S")
+    try:
+        return float(value) if value else CLAIM_STALE_S
+    except ValueError:
+        raise ValueError(f"FEASIBLE_CLAIM_STALE_S must be a number of seconds. Got {value!r} "
+                         f"instead.") from None
 
 
 def without_timings(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -251,7 +251,7 @@ def train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
 CHECK_SAMPLES: int = 64
 #: Of those samples, how many may change predicted label on reload (near-ties on another CPU).
 CHECK_LABEL_SLACK: int = 2
-#: How far a reloaded logit may move, as a share of the largest stored logit (at least 1): loose
+#: How far a reloaded logit may move, as a share of the largest stored logit (at least 1), loose
 #: enough for another CPU's or GPU's arithmetic (TF32 included), far below what other weights give.
 CHECK_LOGIT_TOLERANCE: float = 0.1
 

@@ -143,10 +143,10 @@ def test_sweep_resumes_without_redoing_or_duplicating(tmp_path, capsys):
 def test_sweep_records_a_failure_and_goes_on(tmp_path):
     configs = expand(load_grid(_write_grid(tmp_path)))
 
-    def flaky(config, device=None):
+    def flaky(config, **kwargs):
         if config.method == "ga":
             raise RuntimeError("out of memory")
-        return feasible.experiment.run(config, device=device)
+        return feasible.experiment.compute_once(config, **kwargs)
 
     summary = sweep(configs, runner=flaky, progress=False)
     assert len(summary.done) == 2 and len(summary.failed) == 1

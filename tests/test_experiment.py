@@ -47,7 +47,7 @@ def _tmp_dirs(tmp_path, monkeypatch):
     (dict(train=TrainConfig("small_cnn")), "a recipe for the configuration's model 'mlp'"),
     (dict(train={"model": "mlp"}), "'train' field of Config must be None or a"),
     (dict(method="ngplsu"), "Unknown method 'ngplsu'; expected one of 'ft'"),
-    (dict(addon="porb"), "Unknown add-on 'porb'; expected one of 'none', 'salun', 'and'"),
+    (dict(addon="porb"), "Unknown add-on 'porb'; expected one of 'none', 'salun'"),
     (dict(p=1.5), "The 'p' field of Config must be a float in the open interval"),
     (dict(epochs=0), "'epochs'"),
     (dict(k=1), "'k'"),
@@ -112,7 +112,7 @@ RECORD_KEYS = {"config", "hash", "train_config", "method", "scale", "environment
                "original", "retrained", "ua_gap_original_retrained", "epochs", "final",
                "diverged_epoch", "timings"}
 EPOCH_KEYS = {"UA", "RA", "TA", "MIA", "gap_UA", "gap_RA", "gap_TA", "gap_MIA", "avg_gap",
-              "relative_ua", "kept_fraction", "kept_fraction_active", "wall_time", "epoch"}
+              "ua_ratio", "kept_fraction", "kept_fraction_active", "wall_time", "epoch"}
 
 
 def test_run_writes_a_full_record_and_returns_it_cached(monkeypatch):
