@@ -614,3 +614,101 @@ def focus_guarantee_monte_carlo(
         x = torch.cat(parts)
         estimates[name] = MonteCarlo(x.mean(), x.std() / math.sqrt(n_draws))
     return GuaranteeMonteCarlo(estimates, slack, certified / n_draws)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch draws without re-running the model: per-sample gradients once, then index arithmetic.
+# ---------------------------------------------------------------------------------------------
+
+
+def per_sample_gradients(model: nn.Module, loss_fn: LossFn, batch: Batch, *,
+                         chunk: int = 256) -> Tensor:
+    """The gradient of ``loss_fn`` on each example of ``batch``, one flat row per example.
+
+    Exact per-sample gradients with ``torch.func`` (``functional_call`` under
+    ``vmap(grad)``), in the order of :func:`feasible.demo.flatten` (the model's trainable
+    parameters). The mean of the rows over any subset is the batch-mean gradient of that subset
+    for a model without cross-sample coupling (no BatchNorm in training mode): the book draws
+    many batches from these rows without running the model again. The model is not modified.
+
+    References:
+        This project's tool for the book's measurements; :func:`feasible.noise.grad_stats`
+        (``method="per_sample"``) computes the same gradients batch by batch.
+
+    Args:
+        model: the network, in eval mode or without BatchNorm.
+        loss_fn: ``(outputs, targets) -> mean loss``.
+        batch: ``(x, y)``, every example of the set.
+        chunk: examples per vmap call, >= 1.
+
+    Returns:
+        A tensor of shape ``(len(y), d)``, ``d`` the number of trainable parameters.
+
+    Raises:
+        ValueError: ``chunk < 1``.
+    """
+    _check_positive_int("chunk", "per_sample_gradients", chunk)
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def one(trainable: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        out = torch.func.functional_call(model, (trainable, frozen, buffers), (x.unsqueeze(0),))
+        return loss_fn(out, y.unsqueeze(0))
+
+    per_sample = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))
+    x, y = batch
+    rows = []
+    for start in range(0, len(y), chunk):
+        grads = per_sample(params, x[start:start + chunk], y[start:start + chunk])
+        rows.append(torch.cat([grads[n].reshape(grads[n].shape[0], -1) for n in params], dim=1))
+    return torch.cat(rows).detach()
+
+
+def paired_batch_inner_products(grads_u: Tensor, grads_c: Tensor, *, batch_size: int,
+                                n_draws: int, generator: torch.Generator) -> Tensor:
+    """:math:`\\langle \\hat g_U, \\hat g_C \\rangle` for independent random batch pairs.
+
+    Each draw takes ``batch_size`` rows of ``grads_u`` and of ``grads_c`` without replacement
+    (the first ``batch_size`` of a uniformly random order), independently; the inner
+    product of the two batch means is the mean of the Gram matrix
+    ``grads_u @ grads_c.T`` (float64) over the drawn rows and columns. Its expectation is the
+    inner product of the full means.
+
+    References:
+        The hypothesis :math:`E \\langle \\hat g_U, \\hat g_C \\rangle = 0` of Dine, Furon and
+        Faure (2025), Prop. 6, as the first author's blog quotes it; the measurement is this
+        project's.
+
+    Args:
+        grads_u: per-sample gradients of the unlearning loss, shape ``(n_u, d)``.
+        grads_c: per-sample gradients of the constraint loss, shape ``(n_c, d)``.
+        batch_size: rows per batch, in ``[1, min(n_u, n_c)]``.
+        n_draws: the number of batch pairs, >= 1.
+        generator: the random generator (seeded by the caller).
+
+    Returns:
+        A float64 tensor of ``n_draws`` inner products.
+
+    Raises:
+        ValueError: a bad ``batch_size`` or ``n_draws``, or mismatched widths.
+    """
+    if grads_u.dim() != 2 or grads_c.dim() != 2 or grads_u.shape[1] != grads_c.shape[1]:
+        raise ValueError("The 'grads_u' and 'grads_c' tensors of paired_batch_inner_products "
+                         "must be 2-D with the same number of columns. Got "
+                         f"{tuple(grads_u.shape)} and {tuple(grads_c.shape)} instead.")
+    n_u, n_c = grads_u.shape[0], grads_c.shape[0]
+    fits = isinstance(batch_size, int) and 1 <= batch_size <= min(n_u, n_c)
+    if isinstance(batch_size, bool) or not fits:
+        raise ValueError("The 'batch_size' parameter of paired_batch_inner_products must be an "
+                         f"int in [1, {min(n_u, n_c)}]. Got {batch_size!r} instead.")
+    _check_positive_int("n_draws", "paired_batch_inner_products", n_draws)
+    gram = grads_u.double() @ grads_c.double().T
+    values = []
+    for start in range(0, n_draws, 512):  # 512 draws at a time bound the memory
+        rows_k = min(512, n_draws - start)
+        rows = torch.rand(rows_k, n_u, generator=generator).argsort(dim=1)[:, :batch_size]
+        cols = torch.rand(rows_k, n_c, generator=generator).argsort(dim=1)[:, :batch_size]
+        values.append(gram[rows[:, :, None], cols[:, None, :]].mean(dim=(1, 2)))
+    values = torch.cat(values)
+    return values

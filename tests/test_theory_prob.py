@@ -283,3 +283,50 @@ def test_focus_guarantee_monte_carlo_rejects_bad_values(kwargs, match):
     options = {"n_draws": 10, "dim": 3, "generator": torch.Generator(), **kwargs}
     with pytest.raises(ValueError, match=match):
         focus_guarantee_monte_carlo(**options)
+
+
+from feasible.demo import flatten, full_gradient  # noqa: E402
+from feasible.theory_prob import paired_batch_inner_products, per_sample_gradients  # noqa: E402
+
+
+def test_per_sample_gradients_average_to_the_batch_gradient():
+    model, forget, _ = _tiny_problem()
+    rows = per_sample_gradients(model, torch.nn.functional.cross_entropy, forget, chunk=5)
+    assert rows.shape == (16, sum(p.numel() for p in model.parameters()))
+    full = flatten(full_gradient(model, torch.nn.functional.cross_entropy, forget))
+    assert torch.allclose(rows.mean(0), full, atol=1e-6)
+    one = flatten(full_gradient(model, torch.nn.functional.cross_entropy, (forget[0][3:4], forget[1][3:4])))
+    assert torch.allclose(rows[3], one, atol=1e-6)
+    with pytest.raises(ValueError, match="'chunk' parameter of per_sample_gradients"):
+        per_sample_gradients(model, torch.nn.functional.cross_entropy, forget, chunk=0)
+
+
+def test_paired_batch_inner_products_by_hand_and_in_expectation():
+    gen = torch.Generator().manual_seed(7)
+    grads_u = torch.randn(12, 4, generator=gen, dtype=torch.float64) + 1.0
+    grads_c = torch.randn(9, 4, generator=gen, dtype=torch.float64) + 0.5
+    draw = torch.Generator().manual_seed(3)
+    value = paired_batch_inner_products(grads_u, grads_c, batch_size=5, n_draws=1, generator=draw)
+    replay = torch.Generator().manual_seed(3)
+    rows = torch.rand(1, 12, generator=replay).argsort(dim=1)[0, :5]
+    cols = torch.rand(1, 9, generator=replay).argsort(dim=1)[0, :5]
+    assert value.item() == pytest.approx((grads_u[rows].mean(0) @ grads_c[cols].mean(0)).item())
+    many = paired_batch_inner_products(grads_u, grads_c, batch_size=5, n_draws=20_000, generator=draw)
+    exact = (grads_u.mean(0) @ grads_c.mean(0)).item()
+    assert abs(many.mean().item() - exact) < 5 * many.std().item() / 20_000**0.5
+    full = paired_batch_inner_products(grads_u, grads_c, batch_size=9, n_draws=3, generator=draw)
+    assert full.shape == (3,)  # all of grads_c in every draw: only the rows of grads_u vary
+    every = paired_batch_inner_products(grads_u, grads_c, batch_size=9, n_draws=600, generator=draw)
+    assert every.shape == (600,) and every.dtype == torch.float64
+
+
+@pytest.mark.parametrize("kwargs, match", [({"batch_size": 0}, "'batch_size'"),
+                                           ({"batch_size": 10}, "'batch_size'"),
+                                           ({"n_draws": 0}, "'n_draws'")])
+def test_paired_batch_inner_products_rejects_bad_values(kwargs, match):
+    options = {"batch_size": 2, "n_draws": 2, "generator": torch.Generator(), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        paired_batch_inner_products(torch.ones(9, 3), torch.ones(12, 3), **options)
+    with pytest.raises(ValueError, match="same number of columns"):
+        paired_batch_inner_products(torch.ones(9, 3), torch.ones(12, 2), batch_size=2, n_draws=2,
+                                    generator=torch.Generator())
