@@ -7,6 +7,7 @@ import sys
 from typing import Any, Sequence
 
 from feasible.experiment import SCALES, Config, record_path
+from feasible.unlearn import PROTOCOLS
 from feasible.paths import NotWritableError
 from feasible.train import SCHEDULES, TrainConfig
 
@@ -35,6 +36,8 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"(default: {default!r}, or the scale's preset)" if prefix else \
             f"(default: {default!r})"
+        if not prefix and default is None and f.name in PROTOCOLS["harness"]:
+            help_text = "(default: the protocol's, see 'python -m feasible list')"
         if kind is bool:
             parser.add_argument(option, dest=prefix + f.name, default=None,
                                 action=argparse.BooleanOptionalAction, help=help_text)
@@ -177,8 +180,12 @@ def _list(args: argparse.Namespace) -> int:
     print("models:  ", ", ".join(MODELS))
     print("methods:")
     for name, spec in METHODS.items():
-        print(f"  {name:10s} lr {spec.lr:<6g} {spec.description}")
+        print(f"  {name:16s} lr {spec.lr:<6g} {spec.description}")
     print("add-ons: ", ", ".join(ADDONS))
+    print("protocols (--protocol; explicit options win):")
+    for name, preset in PROTOCOLS.items():
+        print(f"  {name:8s} " + ", ".join(f"{k} {'the method default' if v is None else v}"
+                                          for k, v in preset.items()))
     print("schedules:", ", ".join(SCHEDULES))
     print("scales:")
     for name, scale in SCALES.items():

@@ -153,6 +153,15 @@ class Config(UnlearnConfig):
             its own seed) and the unlearning.
         data_root: where to look for the dataset files first (not part of the hash).
         train: the training recipe (``None``: the scale's recipe for the model, with ``seed``).
+        mia_features: the features of the SVM membership attack reported both ways (the
+            authors' member rate, SalUn's efficacy) in every evaluation: ``"confidence"`` (the
+            default, the feature of ``MIA``), ``"all"`` (the five of
+            ``feasible.metrics.MIA_FEATURES``, one SVM fit each per evaluation), or a
+            comma-separated list of their names. Part of the hash unless ``"confidence"``.
+
+    The protocol (``protocol``, ``"harness"`` or ``"authors"``, see
+    ``feasible.unlearn.PROTOCOLS``) fills the unlearning fields left ``None``; the record names
+    it in its ``config``.
 
     Raises:
         ValueError: a field outside its allowed values, or an inconsistent combination; the
@@ -167,6 +176,7 @@ class Config(UnlearnConfig):
     scale: str = "cpu"
     data_root: str | None = None
     train: TrainConfig | None = None
+    mia_features: str = "confidence"
 
     def __post_init__(self) -> None:
         from feasible.data import DATASETS
@@ -212,7 +222,26 @@ class Config(UnlearnConfig):
             if self.train.model != self.model:
                 raise ValueError(_bad("train", f"TrainConfig(model={self.train.model!r})",
                                       f"a recipe for the configuration's model {self.model!r}"))
+        self.attack_features()  # validates mia_features
         super().__post_init__()  # validates every unlearning field
+
+    def attack_features(self) -> tuple[str, ...]:
+        """The names of ``mia_features``, in ``feasible.metrics.MIA_FEATURES`` order.
+
+        Raises:
+            ValueError: ``mia_features`` is not ``"all"`` or a comma-separated list of names.
+        """
+        from feasible.metrics import MIA_FEATURES
+
+        value = self.mia_features
+        if value == "all":
+            return MIA_FEATURES
+        given = value.split(",") if isinstance(value, str) else []
+        chosen = {name.strip() for name in given}
+        if not given or not chosen <= set(MIA_FEATURES):
+            raise ValueError(_bad("mia_features", value, f"'all' or a comma-separated list of "
+                                                         f"{', '.join(MIA_FEATURES)}"))
+        return tuple(name for name in MIA_FEATURES if name in chosen)
 
     def unlearn_config(self) -> UnlearnConfig:
         """The ``feasible.unlearn.UnlearnConfig`` part of this configuration."""
@@ -264,6 +293,11 @@ def hashed_fields(config: Config) -> dict[str, Any]:
     """
     values = {k: v for k, v in config.to_dict().items()
               if k not in UNLEARN_FIELDS and k not in ("data_root", "train")}
+    attacked = config.attack_features()
+    if attacked == ("confidence",):  # the records' default: hashes unchanged
+        values.pop("mia_features")
+    else:  # the names, not their spelling: "all" and the list of the five hash alike
+        values["mia_features"] = ",".join(attacked)
     values["train"] = asdict(config.train_config())
     values["unlearn"] = relevant_fields(config.unlearn_config())
     return values
@@ -320,12 +354,15 @@ def run(config: Config, *, device: str | torch.device | None = None, force: bool
     warning naming the claim file) and then returns the record that process wrote, or
     (``wait=False``) raises :class:`ClaimedError` at once.
 
-    The record: ``config``, ``hash``, ``train_config``, ``environment``, ``data`` (source, sizes,
-    forget size, ``indices_hash``), ``original`` and ``retrained`` (``metrics`` UA/RA/TA/MIA and
-    ``train`` info), ``ua_gap_original_retrained`` (UA(retrained) - UA(original),
-    signed; the original's ``avg_gap`` is the Avg. Gap of doing nothing),
-    ``epochs`` (per epoch: the loop's record, UA/RA/TA/MIA, ``gap_*`` to the retrained model,
-    ``avg_gap``, ``ua_ratio``), ``final`` (the same after the last epoch, plus
+    The record: ``config``, ``hash``, ``protocol`` (as in ``config``), ``train_config``,
+    ``environment``, ``data`` (source, sizes, forget size, ``indices_hash``), ``original`` and
+    ``retrained`` (``metrics`` and ``train`` info), ``ua_gap_original_retrained``
+    (UA(retrained) - UA(original), signed; the original's ``avg_gap`` is the Avg. Gap of doing
+    nothing), ``epochs`` (per epoch: the loop's record and the metrics: UA/RA/TA/MIA, the
+    authors' ``rUA`` and ``FID`` against the retrained model's predictions on D_f,
+    ``MIA_member_<feature>`` and ``MIA_efficacy_<feature>`` for each of ``mia_features``,
+    ``gap_*`` to the retrained model, ``avg_gap`` over UA/RA/TA/MIA, ``ua_ratio`` =
+    UA / UA(retrained)), ``final`` (the same after the last epoch, plus
     ``epochs_to_reach_retrain_ua``), ``diverged_epoch`` and ``timings`` (seconds). NaN and
     infinities are stored as ``null``. Everything but ``timings`` and the per-epoch
     ``wall_time`` is a function of the configuration and the machine.
@@ -392,7 +429,7 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
     """The record of ``config``, computed on ``device`` (see :func:`run`), not yet written."""
     from feasible.data import AUGMENTATION, forget_split, load
     from feasible.methods import METHODS
-    from feasible.metrics import epochs_to_reach, evaluate, gaps, ua_ratio
+    from feasible.metrics import epochs_to_reach, evaluate, gaps, predict, ua_ratio
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -418,9 +455,12 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
     retain = (data.x_train[split.retain_idx].to(device), data.y_train[split.retain_idx].to(device))
     test = (data.x_test[split.test_keep].to(device), data.y_test[split.test_keep].to(device))
 
+    reference = predict(retrained, forget[0])  # for the authors' rUA and FID
+
     def measure(model: torch.nn.Module) -> dict[str, float]:
         return evaluate(model, forget=forget, retain=retain, test=test, seed=config.seed,
-                        mia_samples=SCALES[config.scale].mia_samples)
+                        mia_samples=SCALES[config.scale].mia_samples, reference=reference,
+                        mia_features=config.attack_features())
 
     clock = time.perf_counter()
     ref_original, ref_retrained = measure(original), measure(retrained)
@@ -468,6 +508,7 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
     record = {
         "config": config.to_dict(),
         "hash": config_hash(config),
+        "protocol": config.protocol,
         "train_config": asdict(train_cfg),
         "method": {"description": spec.description, "default_lr": spec.lr},
         "scale": config.scale,

@@ -112,7 +112,9 @@ RECORD_KEYS = {"config", "hash", "train_config", "method", "scale", "environment
                "original", "retrained", "ua_gap_original_retrained", "epochs", "final",
                "diverged_epoch", "timings"}
 EPOCH_KEYS = {"UA", "RA", "TA", "MIA", "gap_UA", "gap_RA", "gap_TA", "gap_MIA", "avg_gap",
-              "ua_ratio", "kept_fraction", "kept_fraction_active", "wall_time", "epoch"}
+              "ua_ratio", "rUA", "FID", "MIA_member_confidence", "MIA_efficacy_confidence",
+              "kept_fraction", "kept_fraction_active", "masked_moved_fraction", "wall_time",
+              "epoch"}
 
 
 def test_run_writes_a_full_record_and_returns_it_cached(monkeypatch):
@@ -129,7 +131,9 @@ def test_run_writes_a_full_record_and_returns_it_cached(monkeypatch):
     assert data["forget_size"] == round(0.1 * data["train_size"])
     assert "load_digits" in data["source"] and len(data["indices_hash"]) >= 8
     for name in ("original", "retrained"):
-        assert set(record[name]["metrics"]) == {"UA", "RA", "TA", "MIA"}
+        assert set(record[name]["metrics"]) == {"UA", "RA", "TA", "MIA", "rUA", "FID",
+                                                "MIA_member_confidence",
+                                                "MIA_efficacy_confidence"}
         assert record[name]["train"]["memorised"]
     assert record["original"]["metrics"]["UA"] < record["retrained"]["metrics"]["UA"]
     assert record["ua_gap_original_retrained"] == pytest.approx(
@@ -139,7 +143,8 @@ def test_run_writes_a_full_record_and_returns_it_cached(monkeypatch):
         assert set(epoch) >= EPOCH_KEYS
         assert 0 < epoch["kept_fraction"] < 1  # PROB masks some coordinates
     assert set(record["final"]) >= EPOCH_KEYS - {"kept_fraction", "kept_fraction_active",
-                                                 "wall_time", "epoch"} | {
+                                                 "masked_moved_fraction", "wall_time",
+                                                 "epoch"} | {
         "epochs_to_reach_retrain_ua"}
     assert record["diverged_epoch"] is None and record["timings"]["total_s"] > 0
 
