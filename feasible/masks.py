@@ -866,6 +866,32 @@ def _update(
         masks=("saliency",),
     )
 
+    return compute_update(g_u, g_c, se_u, se_c, addon=addon, agg=agg, alpha=alpha, beta=beta,
+                          p=p, saliency=saliency, focus_variant=focus_variant, renorm=renorm)
+
+
+def compute_update(
+    g_u: Tree,
+    g_c: Tree,
+    se_u: Optional[Tree],
+    se_c: Optional[Tree],
+    *,
+    addon: str,
+    agg: str,
+    alpha: float,
+    beta: float,
+    p: float,
+    saliency: Optional[Tree],
+    focus_variant: str,
+    renorm: bool,
+) -> Update:
+    """:func:`feasible_update` without its validation, for a loop that built its own inputs.
+
+    The engine's inner step calls this once per step on gradients it computed itself, after
+    validating its configuration once; it skips the checks of structure, shapes, finiteness and
+    names that cost a pass over every parameter. Call :func:`feasible_update` otherwise.
+    """
+    record = ADDONS[addon]
     aggregate = functools.partial(_AGGREGATE[agg], alpha=alpha, beta=beta)
     rule = record.rule
     nothing = tree_map(lambda _: None, g_u)
@@ -885,6 +911,12 @@ def _update(
     if renorm:
         direction = _rescale(direction, tree_map(aggregate, g_u, g_c))
     return Update(direction, keep)
+
+
+def aggregate_unchecked(g_u: Tree, g_c: Tree, agg: str, alpha: float, beta: float) -> Tree:
+    """The aggregate of :func:`lin_g` or :func:`min_g` without validation (see
+    :func:`compute_update`)."""
+    return tree_map(functools.partial(_AGGREGATE[agg], alpha=alpha, beta=beta), g_u, g_c)
 
 
 def feasible_update(

@@ -261,12 +261,17 @@ def _check_rho_eps(rho: object, eps: object) -> None:
         )
 
 
+#: The authors' weight of the new squared gradient in the running second moment (hard-coded
+#: in their code) and the constant under its square root.
+EMA_RHO, EMA_EPS = 0.9, 1e-8
+
+
 def ema_scale(
     g: Tree,
     v: Optional[Tree] = None,
     *,
-    rho: float = 0.9,
-    eps: float = 1e-8,
+    rho: float = EMA_RHO,
+    eps: float = EMA_EPS,
 ) -> tuple[Tree, Tree]:
     """The authors' noise scale: a running second moment of the batch gradient.
 
@@ -317,13 +322,20 @@ def ema_scale(
     _check_rho_eps(rho, eps)
     if v is None:
         check_trees("ema_scale", {"g": g})
+    else:
+        check_trees("ema_scale", {"g": g, "v": v}, nonnegative={"v": "a running second moment"})
+    return ema_step(g, v, rho, eps)
+
+
+def ema_step(g: Tree, v: Tree | None, rho: float, eps: float) -> tuple[Tree, Tree]:
+    """:func:`ema_scale` without its validation, for a loop that built its own inputs."""
+    if v is None:
 
         def first(leaf: Tensor) -> tuple[Tensor, Tensor]:
             state = (1.0 - rho) * leaf.detach() ** 2
             return (state + eps).sqrt(), state
 
         return tree_map_pair(first, g)
-    check_trees("ema_scale", {"g": g, "v": v}, nonnegative={"v": "a running second moment"})
 
     def later(leaf: Tensor, prev: Tensor) -> tuple[Tensor, Tensor]:
         state = rho * leaf.detach() ** 2 + (1.0 - rho) * prev

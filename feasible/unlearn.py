@@ -17,7 +17,8 @@ from feasible.masks import (
     AGGREGATORS,
     DEFAULT_FOCUS_VARIANT,
     FOCUS_VARIANTS,
-    feasible_update,
+    aggregate_unchecked,
+    compute_update,
     saliency_mask,
 )
 from feasible.methods import (
@@ -30,7 +31,7 @@ from feasible.methods import (
     method_weights,
     passes,
 )
-from feasible.noise import NOISE_MODELS, ema_scale, grad_stats
+from feasible.noise import EMA_EPS, EMA_RHO, NOISE_MODELS, ema_step, grad_stats
 
 __all__ = [
     "MASK_MODES",
@@ -848,8 +849,8 @@ def unlearn(
                             est[which] = _estimate(model, params, losses[which].criterion, x, y,
                                                    cfg, with_se)
                             if ema:
-                                se, ema_state[which] = ema_scale(est[which].mean,
-                                                                 ema_state[which])
+                                se, ema_state[which] = ema_step(est[which].mean,
+                                                                ema_state[which], EMA_RHO, EMA_EPS)
                                 est[which] = est[which]._replace(se=se)
                     est_u, est_c = est["forget"], est["retain"]
                     g_u = est_u.mean if est_u else _zeros(params)
@@ -875,12 +876,12 @@ def unlearn(
                         and _finite(g_u, g_c, se_u, se_c)):
                     diverged = True
                     break
-                update = feasible_update(
+                update = compute_update(  # the inputs are the loop's own: no re-validation
                     g_u, g_c, se_u, se_c, addon=cfg.addon, agg=cfg.agg, alpha=a_w, beta=b_w,
                     p=cfg.p, saliency=saliency, focus_variant=cfg.focus_variant,
                     renorm=cfg.renorm)
                 step, state = take_step(update.direction, update.keep, state)
-                aggregate = AGGREGATORS[cfg.agg](g_u, g_c, a_w, b_w)
+                aggregate = aggregate_unchecked(g_u, g_c, cfg.agg, a_w, b_w)
                 for key, value in _step_stats(update.keep, g_u, g_c, update.direction, aggregate,
                                               step).items():
                     sums[key] = sums.get(key, 0.0) + value

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import feasible
+from feasible import masks
 from feasible.masks import FOCUS_VARIANTS, Update, feasible_update
 
 F64 = torch.float64
@@ -1144,3 +1145,20 @@ def test_certified_mask_validation():
         feasible.certified_mask(X, X, alpha=-1.0)
     with pytest.raises(ValueError, match="same structure"):
         feasible.certified_mask({"w": X}, {"w": X}, weight=[S])
+
+
+@pytest.mark.parametrize("addon", list(masks.ADDONS))
+def test_the_loops_unchecked_update_equals_the_validated_one(addon):
+    """compute_update (the engine's inner step) is feasible_update without the checks."""
+    gen = torch.Generator().manual_seed(3)
+    g_u, g_c = {"w": torch.randn(5, 4, generator=gen)}, {"w": torch.randn(5, 4, generator=gen)}
+    se_u, se_c = {"w": torch.rand(5, 4, generator=gen)}, {"w": torch.rand(5, 4, generator=gen)}
+    saliency = {"w": torch.rand(5, 4, generator=gen) > 0.5}
+    options = dict(addon=addon, agg="lin", alpha=0.3, beta=0.7, p=0.4, saliency=saliency,
+                   focus_variant=masks.DEFAULT_FOCUS_VARIANT, renorm=False)
+    checked = masks.feasible_update(g_u, g_c, se_u, se_c, **options)
+    unchecked = masks.compute_update(g_u, g_c, se_u, se_c, **options)
+    assert torch.equal(checked.direction["w"], unchecked.direction["w"])
+    assert torch.equal(checked.keep["w"], unchecked.keep["w"])
+    assert torch.equal(masks.aggregate_unchecked(g_u, g_c, "min", 0.3, 0.7)["w"],
+                       masks.min_g(g_u, g_c, 0.3, 0.7)["w"])

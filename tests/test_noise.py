@@ -456,13 +456,14 @@ def test_ema_noise_in_the_loop_needs_no_standard_error_estimator(digits, monkeyp
     calls = []
     monkeypatch.setattr(engine, "grad_stats", lambda *a, **k: calls.append(1))
     states = []
-    real = engine.ema_scale
+    real = engine.ema_step
 
-    def spy(g, v=None, **kwargs):
+    def spy(g, v, rho, eps):
         states.append(v is None)
-        return real(g, v, **kwargs)
+        assert (rho, eps) == (0.9, 1e-8)  # the authors' constants
+        return real(g, v, rho, eps)
 
-    monkeypatch.setattr(engine, "ema_scale", spy)
+    monkeypatch.setattr(engine, "ema_step", spy)
     x, y = digits
     model = mlp(0)
     cfg = UnlearnConfig("ngplus", addon="focus", noise="ema", epochs=2, batch_size=128, lr=0.1)
