@@ -1,9 +1,12 @@
 """feasible: feasible updates (AND, PROB, focus) as add-ons to first-order unlearning.
 
 A reproduction of Dine, Furon and Faure, "Improving Unlearning with Model Updates Probably
-Aligned with Gradients" (AISec 2025). The functions below are the library's public API; the
-experiment engine lives in the submodules ``data``, ``models``, ``train``, ``methods``,
-``unlearn``, ``metrics`` and ``experiment``.
+Aligned with Gradients" (AISec 2025). Three layers, each using only those above it:
+
+1. the math on tensors (``masks``, ``noise``): the names exported here, for one's own loop;
+2. the experiment engine (``data``, ``models``, ``methods``, ``unlearn``, ``metrics``,
+   ``train``, ``experiment``, ``sweep``, ``bench``): one configuration in, one record out;
+3. the book's helpers (``demo``, ``theory``, ``theory_prob``, ``checks``).
 """
 from feasible.masks import (
     ADDONS,

@@ -1,8 +1,9 @@
 """A small real unlearning problem in seconds: a network trained on scikit-learn's digits.
 
-The book's theory pages and the five-minute tour check each statement on a real network without
-waiting for the experiment engine: :func:`digits_problem` trains a small MLP on the digits until it
-memorises its training set, and splits that set into a forget set and a retain set.
+The book's theory pages and the five-minute tour check each statement on a real network in
+seconds: :func:`digits_problem` trains a small MLP on the digits until it memorises its training
+set, with the engine's own training loop (:func:`feasible.train.train`, a constant learning rate,
+no weight decay or augmentation), and splits that set into a forget set and a retain set.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from feasible import data, models
+from feasible import data
+from feasible.train import TrainConfig, train
 from feasible.metrics import accuracy
 
 Batch = tuple[Tensor, Tensor]
@@ -73,26 +75,10 @@ def digits_problem(
         split = data.forget_split(digits, "random", fraction=forget_fraction, seed=seed)
     else:
         split = data.forget_split(digits, "class", cls=forget_class, seed=seed)
-    torch.manual_seed(seed)
-    net = models.build_model(
-        model,
-        in_channels=digits.channels,
-        num_classes=digits.num_classes,
-        image_size=digits.image_size,
-        mean=digits.mean,
-        std=digits.std,
-        width=width,
-    )
+    recipe = TrainConfig(model, width=width, epochs=epochs, lr=lr, momentum=0.9, weight_decay=0.0,
+                         batch_size=batch_size, schedule="constant", augment=False, seed=seed)
+    net, _ = train(digits, torch.arange(len(digits.y_train)), recipe)  # the engine's training loop
     x, y = digits.x_train, digits.y_train
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-    gen = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(epochs):
-        for idx in data.batches(len(y), batch_size, gen):
-            opt.zero_grad()
-            F.cross_entropy(net(x[idx]), y[idx]).backward()
-            opt.step()
-    net.eval()
     return DigitsProblem(
         model=net,
         forget=(x[split.forget_idx], y[split.forget_idx]),
