@@ -12,7 +12,7 @@ from feasible.paths import NotWritableError
 from feasible.train import SCHEDULES, TrainConfig
 
 #: Metric columns of the table ``run`` prints.
-COLUMNS: tuple[str, ...] = ("UA", "RA", "TA", "MIA", "avg_gap")
+COLUMNS: tuple[str, ...] = ("UA", "RA", "TA", "MIA", "avg_gap", "rUA", "FID")
 
 
 def _option(name: str) -> str:
