@@ -1,15 +1,23 @@
-"""Tests for feasible.theory_prob: posterior Monte Carlo, the recorded epoch, calibration."""
+"""Tests for feasible.theory_prob: posterior Monte Carlo, the recorded epoch, calibration, the
+focus certificate, the EMA bounds, the guarantee Monte Carlo, per-sample rows and batch pairs."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from feasible import masks
+from feasible import masks, noise
+from feasible.demo import flatten, full_gradient
 from feasible.theory_prob import (
     agreement_monte_carlo,
+    agreement_probability_as_coded,
     alignment_monte_carlo,
     calibration,
+    ema_bounds,
+    focus_certificate,
+    focus_guarantee_monte_carlo,
+    paired_batch_inner_products,
+    per_sample_gradients,
     record_unlearning_epoch,
 )
 
@@ -157,14 +165,6 @@ def test_record_unlearning_epoch_rejects_bad_values(kwargs, match):
 
 # --- the focus step's certificate, the EMA bounds, the guarantee -----------------------------
 
-from feasible import noise  # noqa: E402
-from feasible.theory_prob import (  # noqa: E402
-    agreement_probability_as_coded,
-    ema_bounds,
-    focus_certificate,
-    focus_guarantee_monte_carlo,
-)
-
 
 def test_focus_certificate_by_hand():
     f = torch.tensor([1.0, 0.5, 0.25])
@@ -284,9 +284,6 @@ def test_focus_guarantee_monte_carlo_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         focus_guarantee_monte_carlo(**options)
 
-
-from feasible.demo import flatten, full_gradient  # noqa: E402
-from feasible.theory_prob import paired_batch_inner_products, per_sample_gradients  # noqa: E402
 
 
 def test_per_sample_gradients_average_to_the_batch_gradient():
