@@ -386,7 +386,7 @@ def batch_alignment(
         seed: seeds the draws.
 
     Returns:
-        One record per draw: ``batch_size``, ``trial``, ``cosine`` (between the two estimates),
+        A list with one record per draw, each holding ``batch_size``, ``trial``, ``cosine`` (between the two estimates),
         ``kept`` (share of active coordinates the AND mask keeps), ``precision`` (share of kept
         coordinates whose full-set gradients agree in sign), ``base_rate`` (share of active
         coordinates whose full-set gradients agree) and ``cosine_u_true`` (between the forget
@@ -460,7 +460,7 @@ def step_outcomes(
         seed: seeds the draws.
 
     Returns:
-        One record per draw and mask (``"none"`` or ``"and"``): ``trial``, ``mask``, ``kept`` (share of
+        A list with one record per draw and mask (``"none"`` or ``"and"``), each holding ``trial``, ``mask``, ``kept`` (share of
         coordinates kept), ``feasible`` (first-order, full-set gradients), ``d_loss_u``, ``d_loss_c``
         (the changes after the step) and ``both_lower``.
 
