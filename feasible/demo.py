@@ -34,7 +34,7 @@ class DigitsProblem:
 
 
 def neg_ce(outputs: Tensor, targets: Tensor) -> Tensor:
-    """The gradient-ascent unlearning loss ``L_U = -CE`` (THEORY.md §1)."""
+    """The gradient-ascent unlearning loss ``L_U = -CE`` (GA, and the forget term of NGPlus)."""
     return -F.cross_entropy(outputs, targets)
 
 

@@ -127,8 +127,9 @@ def build_model(
       the classes. No BatchNorm.
 
     References:
-        DESIGN.md, "Experimental protocol" (models); SalUn's ``models/VGG.py`` and
-        ``models/ResNet.py`` (OPTML-Group/Unlearn-Saliency) for the VGG head and the stem.
+        The paper's models (ResNet18 and VGG16-BN, as in SalUn's protocol); SalUn's
+        ``models/VGG.py`` and ``models/ResNet.py`` (OPTML-Group/Unlearn-Saliency) for the VGG
+        head and the stem.
 
     Args:
         name: One of ``MODELS``.

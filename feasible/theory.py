@@ -29,7 +29,7 @@ __all__ = [
     "step_size_bound",
 ]
 
-#: The aggregators the pages compare, by the name used in THEORY.md §2.
+#: The aggregators the pages compare, by the paper's names (linG, MinG).
 AGGREGATES: dict[str, Callable[..., Tensor]] = {"lin": lin_g, "min": min_g}
 
 
@@ -207,7 +207,7 @@ def solve_problem_p(problem: SoftmaxProblem, *, slack: float = 0.0) -> ProblemPS
     """Solve (P): minimise ``L_U`` subject to ``L_C <= L_C(theta0) + slack``, from ``theta0``.
 
     References:
-        THEORY.md §1, problem (P) and Prop. 1 (*reading*: the slack is the project's, to show an
+        Dine, Furon, Faure (2025), problem (P) and Prop. 1 (this project's reading: the slack is the project's, to show an
         inactive constraint).
 
     Args:
@@ -261,7 +261,7 @@ def kkt_fit(g_u: np.ndarray, g_c: np.ndarray) -> KKTFit:
     """Fit the stationarity condition ``g_U + lambda g_C = 0`` of Prop. 1 by least squares.
 
     References:
-        THEORY.md §1, Prop. 1 (*reading*).
+        Dine, Furon, Faure (2025), Prop. 1 (this project's reading).
 
     Args:
         g_u: the gradient of ``L_U``, flat, not all zero.
@@ -289,7 +289,7 @@ def step_size_bound(u: np.ndarray, g_u: np.ndarray, g_c: np.ndarray, smoothness:
     along ``theta - eta u`` for ``0 < eta < eta_max`` when both are ``L``-smooth.
 
     References:
-        THEORY.md §3, Def. 1 and Prop. 2 (*reading*).
+        Dine, Furon, Faure (2025), Def. 1 and Prop. 2 (this project's reading).
 
     Args:
         u: the update (the step is ``-eta u``), flat, not all zero.
@@ -319,7 +319,7 @@ def feasible_cone(g_u: np.ndarray, g_c: np.ndarray, *, radius: float = 1.0, poin
     """The 2-D feasible cone ``{u : <u, g_U> >= 0, <u, g_C> >= 0}`` cut to a disc, as a polygon.
 
     References:
-        THEORY.md §3, Def. 1.
+        Dine, Furon, Faure (2025), Def. 1 (this project's reading).
 
     Args:
         g_u: a 2-vector, not zero.
@@ -375,7 +375,8 @@ def batch_alignment(
     with the full-set gradients. "Active" coordinates have at least one non-zero estimate.
 
     References:
-        THEORY.md §3, Prop. 3 (*reading*); §4 (active coordinates).
+        Dine, Furon, Faure (2025), Prop. 3 (this project's reading); a coordinate is active when
+        at least one of its batch gradients is non-zero.
 
     Args:
         model: the network at the point of interest (not modified).
@@ -445,7 +446,7 @@ def step_outcomes(
     the full sets after the step ``theta - lr * u``.
 
     References:
-        THEORY.md §3, Def. 1 and Prop. 2 (*reading*).
+        Dine, Furon, Faure (2025), Def. 1 and Prop. 2 (this project's reading).
 
     Args:
         model: the network at the starting point (not modified).
