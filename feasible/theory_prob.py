@@ -213,19 +213,18 @@ def record_unlearning_epoch(
     method: str = "microbatch",
     k: int = 8,
     seed: int = 0,
-    loss_u: LossFn = neg_ce,
-    loss_c: LossFn = ce,
 ) -> EpochRecord:
-    """Run one unlearning epoch of linG steps on a copy of ``model`` and record ``P`` at each step.
+    """Run one unlearning epoch of NGPlus on a copy of ``model`` and record ``P`` at each step.
 
-    Each step draws the next forget batch (one pass over the forget set, in a seeded random
-    order, incomplete last batch dropped) and a random retain batch of the same size,
-    estimates both gradients and their standard errors with :func:`feasible.noise.grad_stats`,
-    records the agreement probability of every parameter (Prop. 4), then takes the plain step
-    ``theta <- theta - lr * (alpha * ghat_U + beta * ghat_C)``. The defaults ``alpha = 0.05``,
-    ``beta = 0.95`` with ``L_U = -CE`` and ``L_C = CE`` are NGPlus as the authors weigh it
-    (``(1 - beta) g_U + beta g_C``); ``alpha = 1``,
-    ``beta = 0`` is gradient ascent. No mask is applied: this records what the base method sees.
+    The epoch is the engine's own loop (:func:`feasible.unlearn.unlearn`) with the authors' form
+    of NGPlus (``ngplus_authors``: one pass over the forget set in a seeded random order, a
+    retain batch of the same size alongside), plain SGD steps
+    ``theta <- theta - lr * (alpha * ghat_U + beta * ghat_C)`` and no add-on. At every step the
+    loop's ``on_step`` hook hands over both batch gradients and their standard errors
+    (:func:`feasible.noise.grad_stats` with ``method``), and the agreement probability of every
+    parameter (Prop. 4) is recorded. The defaults ``alpha = 0.05``, ``beta = 0.95`` are NGPlus as
+    the authors weigh it (``(1 - beta) g_U + beta g_C``); ``alpha = 1``, ``beta = 0`` is gradient
+    ascent. This records what the base method sees.
 
     References:
         Dine, Furon and Faure (2025), Fig. 3 and Prop. 4. The plain SGD step and the noise
@@ -237,52 +236,49 @@ def record_unlearning_epoch(
         forget: the forget set ``(x, y)``.
         retain: the retain set ``(x, y)``.
         batch_size: examples per batch, must be >= ``k`` and <= the forget set's size.
-        lr: the learning rate, must be >= 0.
+        lr: the learning rate, must be > 0.
         alpha: weight on ``ghat_U``, must be >= 0.
         beta: weight on ``ghat_C``, must be >= 0.
         method: the noise estimator of ``grad_stats`` ("microbatch" or "per_sample").
         k: micro-batches per batch for ``method="microbatch"``.
         seed: seeds the batch order and the retain batches.
-        loss_u: the unlearning loss ``(outputs, targets) -> mean loss``.
-        loss_c: the constraint loss.
 
     Returns:
         An :class:`EpochRecord` with one row per step.
 
     Raises:
-        ValueError: if ``batch_size`` is not in ``[k, len(forget)]`` or ``lr``, ``alpha`` or
-            ``beta`` is negative.
+        ValueError: if ``batch_size`` is not in ``[k, len(forget)]``, ``lr`` is not positive, or
+            ``alpha`` or ``beta`` is negative.
     """
+    from feasible.unlearn import UnlearnConfig, unlearn
+
     n_forget = len(forget[1])
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not k <= batch_size <= n_forget:
         raise ValueError(
             f"The 'batch_size' parameter of record_unlearning_epoch must be an int in [k={k}, "
             f"{n_forget}] (the forget set's size). Got {batch_size!r} instead."
         )
-    for name, value in (("lr", lr), ("alpha", alpha), ("beta", beta)):
+    if not lr > 0:
+        raise ValueError(f"The 'lr' parameter of record_unlearning_epoch must be a float > 0. Got {lr!r} instead.")
+    for name, value in (("alpha", alpha), ("beta", beta)):
         if not value >= 0:
             raise ValueError(
                 f"The '{name}' parameter of record_unlearning_epoch must be a float >= 0. Got {value!r} instead."
             )
-    net = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n_forget, generator=gen)
+    cfg = UnlearnConfig("ngplus_authors", addon="none", alpha=alpha, beta=beta, lr=lr, epochs=1,
+                        batch_size=batch_size, noise=method, k=k, seed=seed)
     probs, actives, losses_u, losses_c = [], [], [], []
-    for start in range(0, n_forget - batch_size + 1, batch_size):
-        idx = order[start:start + batch_size]
-        xr, yr = sample_batch(retain, batch_size, gen)
-        su = noise.grad_stats(net, loss_u, forget[0][idx], forget[1][idx], method=method, k=k)
-        sc = noise.grad_stats(net, loss_c, xr, yr, method=method, k=k)
-        prob = masks.agreement_probability(su.mean, sc.mean, su.se, sc.se)
-        probs.append(flatten(prob))
-        actives.append((flatten(su.mean) != 0) | (flatten(sc.mean) != 0))
-        losses_u.append(su.loss)
-        losses_c.append(sc.loss)
-        step = masks.lin_g(su.mean, sc.mean, alpha, beta)
-        with torch.no_grad():
-            for name, param in net.named_parameters():
-                if name in step:
-                    param -= lr * step[name]
+
+    def record(step: dict) -> None:
+        g_u, g_c = flatten(step["g_u"]), flatten(step["g_c"])
+        probs.append(masks.agreement_probability(g_u, g_c, flatten(step["se_u"]), flatten(step["se_c"])))
+        actives.append((g_u != 0) | (g_c != 0))
+        losses_u.append(step["loss_u"])
+        losses_c.append(step["loss_c"])
+
+    net = copy.deepcopy(model)
+    num_classes = int(torch.cat([forget[1], retain[1]]).max()) + 1
+    unlearn(net, forget, retain, cfg, num_classes=max(num_classes, 2), on_step=record)
     return EpochRecord(torch.stack(probs), torch.stack(actives), losses_u, losses_c)
 
 

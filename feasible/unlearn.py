@@ -649,6 +649,7 @@ def unlearn(
     num_classes: int,
     augment_policy: str = "none",
     on_epoch: Callable[[int, nn.Module], dict[str, Any] | None] | None = None,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> UnlearnResult:
     """Unlearn ``forget`` from ``model`` in place: the one loop of Algorithm 1.
 
@@ -710,6 +711,11 @@ def unlearn(
         cfg: the run's settings.
         num_classes: the number of classes (random labels are drawn among them), >= 2.
         augment_policy: the :func:`feasible.data.augment` policy applied to every batch.
+        on_step: called at every step, before the optimiser moves, with a dict of the step's
+            ``g_u``, ``g_c``, ``se_u``, ``se_c`` (the estimates, by parameter name), ``keep``,
+            ``direction``, ``loss_u`` and ``loss_c`` (the batch losses, or None). With it, both
+            gradients and their standard errors (from ``noise``) are estimated at every step,
+            whatever the add-on needs; what the step does is unchanged.
         on_epoch: called after each epoch as ``on_epoch(epoch, model)``; a dict it returns is
             merged into the epoch's record. Its time is not counted.
 
@@ -725,7 +731,8 @@ def unlearn(
         raise TypeError(f"The 'cfg' parameter of unlearn must be an UnlearnConfig. "
                         f"Got {type(cfg).__name__} instead.")
     addon = ADDONS[cfg.addon]
-    needs_both, needs_se = addon.needs_both, addon.needs_se
+    watched = on_step is not None  # the observer sees both estimates and their errors
+    needs_both, needs_se = addon.needs_both or watched, addon.needs_se or watched
     for name, (x, y) in (("forget", forget), ("retain", retain)):
         if len(x) != len(y) or len(y) < (2 if needs_se else 1):
             raise ValueError(
@@ -880,6 +887,11 @@ def unlearn(
                     g_u, g_c, se_u, se_c, addon=cfg.addon, agg=cfg.agg, alpha=a_w, beta=b_w,
                     p=cfg.p, saliency=saliency, focus_variant=cfg.focus_variant,
                     renorm=cfg.renorm)
+                if watched:
+                    on_step({"g_u": g_u, "g_c": g_c, "se_u": se_u, "se_c": se_c,
+                             "keep": update.keep, "direction": update.direction,
+                             "loss_u": est["forget"].loss if est["forget"] else None,
+                             "loss_c": est["retain"].loss if est["retain"] else None})
                 step, state = take_step(update.direction, update.keep, state)
                 aggregate = aggregate_unchecked(g_u, g_c, cfg.agg, a_w, b_w)
                 for key, value in _step_stats(update.keep, g_u, g_c, update.direction, aggregate,

@@ -142,7 +142,7 @@ def test_record_unlearning_epoch_shapes_and_model_untouched():
 
 def test_record_unlearning_epoch_steps_change_the_second_step():
     model, forget, retain = _tiny_problem()
-    still = record_unlearning_epoch(model, forget, retain, batch_size=8, k=4, lr=0.0)
+    still = record_unlearning_epoch(model, forget, retain, batch_size=8, k=4, lr=1e-9)
     moved = record_unlearning_epoch(model, forget, retain, batch_size=8, k=4, lr=1.0)
     assert torch.equal(still.prob[0], moved.prob[0])  # same first batch, same model
     assert not torch.equal(still.prob[1], moved.prob[1])  # the step moved the model

@@ -571,3 +571,19 @@ def test_unlearn_rejects_bad_arguments(digits):
         unlearn(model, digits["forget"], digits["retain"], UnlearnConfig("ga"), num_classes=1)
     with pytest.raises(TypeError, match="'cfg'"):
         unlearn(model, digits["forget"], digits["retain"], {"method": "ga"}, num_classes=10)
+
+
+def test_on_step_sees_both_estimates_and_changes_nothing(digits):
+    """on_step gets both gradients and standard errors at every step, even for add-on 'none'."""
+    cfg = UnlearnConfig("ngplus_authors", addon="none", lr=0.2, epochs=2, batch_size=32, k=4)
+    seen = []
+    watched, result = run(digits, cfg, on_step=seen.append)
+    plain, _ = run(digits, cfg)
+    assert len(seen) == sum(e["steps"] for e in result.epochs) > 0
+    for step in seen:
+        for key in ("g_u", "g_c", "se_u", "se_c", "keep", "direction"):
+            assert set(step[key]) == {n for n, _ in watched.named_parameters()}, key
+        assert all((s >= 0).all() for s in step["se_u"].values())
+        assert step["loss_u"] is not None and step["loss_c"] is not None
+    for (name, a), (_, b) in zip(watched.named_parameters(), plain.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name  # the observer does not change the step
