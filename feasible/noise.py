@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -95,15 +95,23 @@ def _microbatch(
     return GradStats(dict(zip(names, mean)), dict(zip(names, se)), loss)
 
 
-def _per_sample(
+def per_sample_chunks(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     inputs: Tensor,
     targets: Tensor,
-    k: int,
-) -> GradStats:
-    """Exact per-sample gradients (torch.func), merged chunk by chunk (Chan et al. 1979)."""
-    del k  # one gradient per sample
+    chunk: int = _PER_SAMPLE_CHUNK,
+) -> Iterator[tuple[dict[str, Tensor], Tensor]]:
+    """Exact per-sample gradients and losses, ``chunk`` examples at a time (``torch.func``).
+
+    ``functional_call`` under ``vmap(grad_and_value)``: the model and its parameters are left as
+    they are. Meaningful for a model without cross-sample coupling (no BatchNorm in training
+    mode; :func:`grad_stats` refuses that case).
+
+    Yields:
+        Per chunk: the gradients by trainable parameter name, each of shape
+        ``(examples, *param.shape)``, and the examples' losses, shape ``(examples,)``.
+    """
     params = {name: p.detach() for name, p in _trainable(model).items()}
     frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
@@ -113,19 +121,31 @@ def _per_sample(
         return _scalar(loss_fn(out, y.unsqueeze(0)))
 
     per_sample = vmap(grad_and_value(sample_loss), in_dims=(None, 0, 0), randomness="different")
+    for start in range(0, inputs.shape[0], chunk):
+        grads, losses = per_sample(params, inputs[start:start + chunk],
+                                   targets[start:start + chunk])
+        yield {name: g.detach() for name, g in grads.items()}, losses.detach()
+
+
+def _per_sample(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    k: int,
+) -> GradStats:
+    """Exact per-sample gradients (:func:`per_sample_chunks`), merged chunk by chunk (Chan et
+    al. 1979)."""
+    del k  # one gradient per sample
     count, loss_sums = 0, []
-    mean = {name: torch.zeros_like(p) for name, p in params.items()}
-    m2 = {name: torch.zeros_like(p) for name, p in params.items()}
+    mean = {name: torch.zeros_like(p) for name, p in _trainable(model).items()}
+    m2 = {name: torch.zeros_like(p) for name, p in _trainable(model).items()}
     n = inputs.shape[0]
-    for start in range(0, n, _PER_SAMPLE_CHUNK):
-        x = inputs[start:start + _PER_SAMPLE_CHUNK]
-        y = targets[start:start + _PER_SAMPLE_CHUNK]
-        grads, sample_losses = per_sample(params, x, y)
-        b = x.shape[0]
+    for grads, sample_losses in per_sample_chunks(model, loss_fn, inputs, targets):
+        b = sample_losses.shape[0]
         total = count + b
-        loss_sums.append(sample_losses.detach().sum())
+        loss_sums.append(sample_losses.sum())
         for name, g in grads.items():
-            g = g.detach()
             chunk_mean = g.mean(dim=0)
             chunk_m2 = ((g - chunk_mean) ** 2).sum(dim=0)
             delta = chunk_mean - mean[name]

@@ -621,8 +621,7 @@ def per_sample_gradients(model: nn.Module, loss_fn: LossFn, batch: Batch, *,
                          chunk: int = 256) -> Tensor:
     """The gradient of ``loss_fn`` on each example of ``batch``, one flat row per example.
 
-    Exact per-sample gradients with ``torch.func`` (``functional_call`` under
-    ``vmap(grad)``), in the order of :func:`feasible.demo.flatten` (the model's trainable
+    Exact per-sample gradients (:func:`feasible.noise.per_sample_chunks`), in the order of :func:`feasible.demo.flatten` (the model's trainable
     parameters). The mean of the rows over any subset is the batch-mean gradient of that subset
     for a model without cross-sample coupling (no BatchNorm in training mode): the book draws
     many batches from these rows without running the model again. The model is not modified.
@@ -644,20 +643,9 @@ def per_sample_gradients(model: nn.Module, loss_fn: LossFn, batch: Batch, *,
         ValueError: ``chunk < 1``.
     """
     _check_positive_int("chunk", "per_sample_gradients", chunk)
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-
-    def one(trainable: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        out = torch.func.functional_call(model, (trainable, frozen, buffers), (x.unsqueeze(0),))
-        return loss_fn(out, y.unsqueeze(0))
-
-    per_sample = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))
     x, y = batch
-    rows = []
-    for start in range(0, len(y), chunk):
-        grads = per_sample(params, x[start:start + chunk], y[start:start + chunk])
-        rows.append(torch.cat([grads[n].reshape(grads[n].shape[0], -1) for n in params], dim=1))
+    rows = [torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1)
+            for grads, _ in noise.per_sample_chunks(model, loss_fn, x, y, chunk)]
     return torch.cat(rows).detach()
 
 
