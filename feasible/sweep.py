@@ -17,7 +17,7 @@ from feasible.experiment import (
     claim_path,
     compute_once,
     config_hash,
-    read_record,
+    finished_record,
     record_path,
 )
 from feasible.paths import check_writable, results_dir
@@ -247,7 +247,7 @@ def sweep(configs: Iterable[Config], *, device: Any = None, limit: int | None = 
     summary = SweepSummary(total=len(configs))
     todo = []
     for config in configs:
-        finished = read_record(record_path(config))[0] is not None
+        finished = finished_record(config, move_aside=False) is not None
         (summary.skipped if finished else todo).append(config)
         if finished and not dry_run:
             _drop_stale_claim(record_path(config))

@@ -470,8 +470,12 @@ def _estimate(model: nn.Module, params: dict[str, nn.Parameter],
         stats = grad_stats(model, criterion, x, y, method=cfg.noise, k=min(cfg.k, len(y)))
         return _Estimate(stats.mean, stats.se, float(stats.loss))
     loss = criterion(model(x), y)
-    grads = torch.autograd.grad(loss, list(params.values()))
-    return _Estimate({n: g.detach() for n, g in zip(params, grads)}, None, float(loss.detach()))
+    return _Estimate(_grads(params, loss), None, float(loss.detach()))
+
+
+def _grads(params: dict[str, nn.Parameter], loss: Tensor) -> Tree:
+    """The gradient of ``loss`` by parameter name, detached."""
+    return {n: g.detach() for n, g in zip(params, torch.autograd.grad(loss, list(params.values())))}
 
 
 def _zeros(params: dict[str, nn.Parameter]) -> Tree:
@@ -538,9 +542,7 @@ def _batch_saliency(model: nn.Module, params: dict[str, nn.Parameter], x: Tensor
     authors' ``unlearn/SalUn.py``).
     """
     if grads is None:
-        loss = -nn.functional.cross_entropy(model(x), y_true)
-        grads = dict(zip(params, (g.detach() for g in
-                                  torch.autograd.grad(loss, list(params.values())))))
+        grads = _grads(params, -nn.functional.cross_entropy(model(x), y_true))
     return saliency_mask(grads, fraction, per_tensor=True)
 
 
@@ -795,10 +797,6 @@ def unlearn(
         return x.to(device), losses[which].relabel(y, streams(role, which, "labels", device),
                                                    num_classes)
 
-    def grads_of(loss: Tensor) -> Tree:
-        return {n: g.detach() for n, g in zip(params, torch.autograd.grad(
-            loss, list(params.values())))}
-
     def schedule(one_pass: Pass) -> Iterator[tuple[dict[str, tuple[Tensor, str]], float, float]]:
         """Per step: the index batch and stream role of each set drawn, and the two weights."""
         a_w, b_w = alpha * one_pass.alpha_factor, beta * one_pass.beta_factor
@@ -846,7 +844,7 @@ def unlearn(
                         weight = alpha if which == "forget" else beta
                         total = total + weight * len(y) / n * loss
                         est[which] = _Estimate({}, None, float(loss.detach()))
-                    g_u, g_c = _zeros(params), grads_of(total)
+                    g_u, g_c = _zeros(params), _grads(params, total)
                     se_u = se_c = None
                     a_w, b_w = 0.0, 1.0
                 else:
