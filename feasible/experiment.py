@@ -126,6 +126,14 @@ SCALES: dict[str, Scale] = {
     ),
 }
 
+#: What the evaluation measures, in every record's hash: 2 = the attack's members are SalUn's
+#: first ``|test|`` retain samples, the SVM merges equal rounded values
+#: (``feasible.metrics.svm_member_rate``), and the final metrics carry the attack's spread over
+#: :data:`MEMBER_SUBSETS` other member sets. (1, unhashed: seeded random members, unmerged SVM.)
+METRICS_VERSION: int = 2
+#: The member sets besides SalUn's whose attack results every record reports (``MIA_subsets``).
+MEMBER_SUBSETS: int = 5
+
 #: The unlearning fields of :class:`Config`: those of ``feasible.unlearn.UnlearnConfig``.
 UNLEARN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UnlearnConfig))
 
@@ -282,8 +290,9 @@ def hashed_fields(config: Config) -> dict[str, Any]:
     method and add-on do not read (e.g. ``p`` for add-on ``"none"``, ``ngplus_a`` for methods
     other than NGPlus: setting a key that nothing reads makes no new configuration) and resolves
     ``alpha``, ``beta`` and ``lr`` left as ``None`` to the values in force. ``train`` is replaced
-    by the resolved recipe, and ``data_root`` (a location, not a value: the record names the copy
-    of the data used) is left out.
+    by the resolved recipe, ``data_root`` (a location, not a value: the record names the copy
+    of the data used) is left out, and :data:`METRICS_VERSION` is added (a change of what the
+    evaluation measures makes every configuration new).
 
     Args:
         config: the configuration.
@@ -300,6 +309,7 @@ def hashed_fields(config: Config) -> dict[str, Any]:
         values["mia_features"] = ",".join(attacked)
     values["train"] = asdict(config.train_config())
     values["unlearn"] = relevant_fields(config.unlearn_config())
+    values["metrics_version"] = METRICS_VERSION
     return values
 
 
@@ -457,17 +467,20 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
 
     reference = predict(retrained, forget[0])  # for the authors' rUA and FID
 
-    def measure(model: torch.nn.Module) -> dict[str, float]:
+    def measure(model: torch.nn.Module, member_subsets: int = 0) -> dict[str, Any]:
         return evaluate(model, forget=forget, retain=retain, test=test, seed=config.seed,
                         mia_samples=SCALES[config.scale].mia_samples, reference=reference,
-                        mia_features=config.attack_features())
+                        mia_features=config.attack_features(), member_subsets=member_subsets)
 
     clock = time.perf_counter()
-    ref_original, ref_retrained = measure(original), measure(retrained)
+    ref_original, ref_retrained, ref_cached = reference_metrics(
+        config, split, train_info, lambda model: measure(model, MEMBER_SUBSETS),
+        original, retrained)
     timings["evaluate_references_s"] = time.perf_counter() - clock
+    timings["evaluate_references_cached"] = ref_cached
 
-    def compare(metrics: dict[str, float]) -> dict[str, float]:
-        out = dict(metrics)
+    def compare(metrics: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in metrics.items() if k != "MIA_subsets"}
         out.update({f"gap_{k}": v for k, v in gaps(metrics, ref_retrained).items()
                     if k != "avg_gap"})
         out["avg_gap"] = gaps(metrics, ref_retrained)["avg_gap"]
@@ -495,6 +508,8 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
         final = {k: epochs[-1][k] for k in compare(ref_retrained)}
     else:
         final = compare(measure(model))
+    if result.diverged_epoch is None:  # the attack's spread over other member sets
+        final["MIA_subsets"] = measure(model, MEMBER_SUBSETS)["MIA_subsets"]
     ua_curve = [e.get("UA", math.nan) for e in epochs]
     final["epochs_to_reach_retrain_ua"] = epochs_to_reach(ua_curve, ref_retrained["UA"])
     final["unlearn_wall_time"] = result.wall_time
@@ -508,6 +523,7 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
     record = {
         "config": config.to_dict(),
         "hash": config_hash(config),
+        "metrics_version": METRICS_VERSION,
         "protocol": config.protocol,
         "train_config": asdict(train_cfg),
         "method": {"description": spec.description, "default_lr": spec.lr},
@@ -538,6 +554,53 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
         "timings": timings,
     }
     return record
+
+
+def reference_metrics(config: Config, split: Any, train_info: Mapping[str, Any],
+                      measure: Any, original: torch.nn.Module, retrained: torch.nn.Module,
+                      ) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """The metrics of the original and retrained models, computed once per checkpoint pair.
+
+    They are a function of the two checkpoints (their cache keys), the forget split, what the
+    evaluation measures (:data:`METRICS_VERSION`, the attacked features, the scale's
+    ``mia_samples``, :data:`MEMBER_SUBSETS`) and the seed of the member subsets; every run that
+    shares them (all the methods and add-ons of one scenario and seed) reads them from
+    ``cache_dir()/references/<key>.json`` beside the checkpoints instead of evaluating both
+    models again. A cache file that does not parse is recomputed.
+
+    Args:
+        config: the run's configuration.
+        split: its forget split (``feasible.data.forget_split``).
+        train_info: the info of ``feasible.train.original_and_retrained`` (holds the keys).
+        measure: evaluates one model (with the member subsets).
+        original: the original model.
+        retrained: the retrained model.
+
+    Returns:
+        The original's and the retrained model's metrics, and whether they came from the cache.
+    """
+    from feasible.paths import cache_dir
+
+    key_fields = {"original": train_info["original"]["key"],
+                  "retrained": train_info["retrained"]["key"],
+                  "split": split.indices_hash, "metrics_version": METRICS_VERSION,
+                  "features": list(config.attack_features()), "seed": config.seed,
+                  "mia_samples": SCALES[config.scale].mia_samples,
+                  "member_subsets": MEMBER_SUBSETS}
+    text = json.dumps(key_fields, sort_keys=True)
+    path = cache_dir() / "references" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    try:
+        cached = json.loads(path.read_text())
+        return cached["original"], cached["retrained"], True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    values = {"key": key_fields, "original": measure(original), "retrained": measure(retrained)}
+    try:
+        stored = write_record(values, path)
+    except OSError as err:  # a full or read-only cache: the run goes on without it
+        warnings.warn(f"Could not cache the reference metrics in {path}: {err}", stacklevel=2)
+        stored = json.loads(json.dumps(_jsonable(values)))
+    return stored["original"], stored["retrained"], False
 
 
 def write_record(record: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import pytest
 
 import feasible.data
 from feasible.experiment import (
+    MEMBER_SUBSETS,
+    METRICS_VERSION,
     SCALES,
     Config,
     config_hash,
@@ -133,8 +135,10 @@ def test_run_writes_a_full_record_and_returns_it_cached(monkeypatch):
     for name in ("original", "retrained"):
         assert set(record[name]["metrics"]) == {"UA", "RA", "TA", "MIA", "rUA", "FID",
                                                 "MIA_member_confidence",
-                                                "MIA_efficacy_confidence"}
+                                                "MIA_efficacy_confidence", "MIA_subsets"}
+        assert len(record[name]["metrics"]["MIA_subsets"]["confidence"]) == MEMBER_SUBSETS
         assert record[name]["train"]["memorised"]
+    assert len(record["final"]["MIA_subsets"]["confidence"]) == MEMBER_SUBSETS
     assert record["original"]["metrics"]["UA"] < record["retrained"]["metrics"]["UA"]
     assert record["ua_gap_original_retrained"] == pytest.approx(
         record["retrained"]["metrics"]["UA"] - record["original"]["metrics"]["UA"])
@@ -168,3 +172,27 @@ def test_records_are_deterministic(tmp_path, monkeypatch):
     assert not fresh["timings"]["train_original_cached"]
     assert without_timings(first) == without_timings(again) == without_timings(fresh)
     assert "timings" not in without_timings(first)
+
+
+def test_reference_metrics_are_computed_once_per_checkpoint_pair(tmp_path, monkeypatch):
+    """A second add-on on the same scenario and seed reads the references' metrics from the
+    cache, the same as a fresh evaluation; a changed attack (features) evaluates again."""
+    first = run(Config(method="srl", addon="none", **SMOKE))
+    second = run(Config(method="ngplus", addon="and", **SMOKE))
+    assert not first["timings"]["evaluate_references_cached"]
+    assert second["timings"]["evaluate_references_cached"]
+    for name in ("original", "retrained"):
+        assert second[name]["metrics"] == first[name]["metrics"]
+    cached = list((tmp_path / "cache" / "references").glob("*.json"))
+    assert len(cached) == 1
+    cached[0].write_text("{ truncated")  # a broken cache file is recomputed, not trusted
+    again = run(Config(method="ga", addon="none", **SMOKE))
+    assert not again["timings"]["evaluate_references_cached"]
+    assert again["original"]["metrics"] == first["original"]["metrics"]
+    other = run(Config(method="ga", addon="none", mia_features="entropy", **SMOKE))
+    assert not other["timings"]["evaluate_references_cached"]
+    assert "MIA_member_entropy" in other["retrained"]["metrics"]
+
+
+def test_every_hash_names_the_metrics_version():
+    assert hashed_fields(Config(method="srl", **SMOKE))["metrics_version"] == METRICS_VERSION

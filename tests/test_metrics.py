@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -208,6 +209,60 @@ def test_member_rate_and_efficacy_add_to_100():
     assert math.isnan(svm_member_rate(member, non_member, torch.full((2, 3), math.nan)))
 
 
+def test_merged_attack_is_the_unmerged_one():
+    """Equal values fitted once with their count as weight: the same SVM as SalUn's."""
+    gen = torch.Generator().manual_seed(1)
+    # memorised-like confidences: many exactly 1, the rest on a coarse grid (many repeats)
+    member = torch.where(torch.rand(600, generator=gen) < 0.5, torch.ones(600),
+                         (torch.rand(600, generator=gen) * 50).round() / 50)
+    non_member = (torch.rand(600, generator=gen) * 50).round() / 50
+    target = torch.cat([torch.ones(40), (torch.rand(60, generator=gen) * 50).round() / 50])
+    full = svm_member_rate(member, non_member, target, merge=False)
+    assert svm_member_rate(member, non_member, target, resolution=None) == pytest.approx(full)
+    assert svm_member_rate(member, non_member, target) == pytest.approx(full)  # 1e-4 grid
+    # continuous values: rounding to 1e-4 moves the rate by at most a sample or two here
+    member, non_member = torch.rand(500, generator=gen) ** 0.2, torch.rand(500, generator=gen)
+    target = torch.rand(200, generator=gen) ** 0.5
+    assert abs(svm_member_rate(member, non_member, target)
+               - svm_member_rate(member, non_member, target, merge=False)) <= 1.0
+    # several dimensions (the "prob" feature)
+    member, non_member = torch.rand(300, 3, generator=gen) + 0.5, torch.rand(300, 3, generator=gen)
+    target = torch.rand(50, 3, generator=gen) + 0.2
+    assert svm_member_rate(member, non_member, target, resolution=None) == pytest.approx(
+        svm_member_rate(member, non_member, target, merge=False))
+
+
+@pytest.mark.parametrize("resolution", [0, -1e-4, math.inf, True, "1e-4"])
+def test_merged_attack_refuses_a_bad_resolution(resolution):
+    with pytest.raises(ValueError, match="'resolution'.*" + re.escape(repr(resolution))):
+        svm_member_rate(torch.ones(3), torch.zeros(3), torch.ones(2), resolution=resolution)
+
+
+def test_attack_members_are_salun_s_and_the_spread_is_reported():
+    """Members: the first |test| retain samples; member_subsets adds K other member sets."""
+    model = Scripted()
+    confident, unsure = scripted_set(8.0, 100, seed=1), scripted_set(0.0, 300, seed=2)
+    # the first 200 retain samples are unsure: SalUn's members look like the test set
+    retain = (torch.cat([unsure[0][:200], confident[0]]), torch.cat([unsure[1][:200],
+                                                                     confident[1]]))
+    sets = dict(forget=scripted_set(8.0, 50, seed=3), retain=retain,
+                test=(unsure[0][100:], unsure[1][100:]))
+    metrics = evaluate(model, **sets, mia_features=["entropy"], member_subsets=3, seed=4)
+
+    def confidences(batch):
+        return attack_features(model(batch[0]).softmax(dim=1), batch[1])["confidence"]
+
+    members = confidences((retain[0][:200], retain[1][:200]))
+    assert metrics["MIA"] == pytest.approx(mia_efficacy(
+        members, confidences(sets["test"]), confidences(sets["forget"])))
+    spread = metrics["MIA_subsets"]
+    assert set(spread) == {"confidence", "entropy"}
+    assert all(len(rates) == 3 for rates in spread.values())
+    assert evaluate(model, **sets, member_subsets=3, seed=4)["MIA_subsets"]["confidence"] == \
+        spread["confidence"]  # seeded
+    assert "MIA_subsets" not in evaluate(model, **sets)
+
+
 def test_evaluate_reports_the_authors_metrics_when_asked():
     model = Scripted()
     forget = scripted_set(8.0, 60, seed=3)
@@ -246,6 +301,8 @@ def test_epochs_to_reach():
     ({"seed": -1}, "'seed'"),
     ({"mia_features": "entropy"}, "'mia_features'"),
     ({"mia_features": ["loss"]}, "'mia_features'"),
+    ({"member_subsets": -1}, "'member_subsets'"),
+    ({"member_subsets": 1.5}, "'member_subsets'"),
     ({"reference": torch.zeros(3, dtype=torch.int64)}, "'reference'"),
 ])
 def test_evaluate_validation(kwargs, needle):
