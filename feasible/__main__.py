@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fields(run, TrainConfig, prefix="train_", skip=("model",))
     run.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     run.add_argument("--force", action="store_true", help="recompute an existing record")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress report (default: a bar per phase on a terminal, else one "
+                          "line per phase on stderr)")
 
     sweep = sub.add_parser("sweep", help="run every configuration of a grid file",
                            description="Run a grid's configurations that have no finished record "
@@ -72,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--shard", default=None, metavar="I/N",
                        help="only configurations I, I+N, I+2N, ... of the grid (0-based I)")
     sweep.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_argument("--jobs", default="1", metavar="N",
+                       help="worker processes computing configurations side by side, torch "
+                            "threads shared out among them (default: 1, in this process)")
+    sweep.add_argument("--no-progress", action="store_true",
+                       help="no progress report (default: a bar of runs and one per phase of each "
+                            "run and worker on a terminal, else one line per run and per phase)")
 
     sub.add_parser("list", help="datasets, models, methods, add-ons and scales")
 
@@ -120,10 +128,13 @@ def _table(record: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from feasible import progress
     from feasible.experiment import run
+    from feasible.sweep import label
 
     config = _config_from_args(args)
-    record = run(config, device=args.device, force=args.force)
+    with progress.labelled(label(config)):
+        record = run(config, device=args.device, force=args.force)
     print(f"{config.dataset} / {config.model} / {config.scenario} / {config.method} + "
           f"{config.addon} (scale {config.scale}, seed {config.seed}); data: "
           f"{record['data']['source']}")
@@ -142,6 +153,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 0:
         raise ValueError(f"The '--limit' option must be an int >= 0. Got {args.limit} instead.")
+    jobs = _jobs(args.jobs)
     grid = load_grid(args.grid)
     try:
         configs = expand(grid)
@@ -156,7 +168,7 @@ def _sweep(args: argparse.Namespace) -> int:
                              f"Got {args.shard!r} instead.") from None
         configs = configs[index::count]
     summary = sweep(configs, device=args.device, limit=args.limit, dry_run=args.dry_run,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, jobs=jobs)
     if args.dry_run:
         for config in configs:
             path = record_path(config)
@@ -167,6 +179,18 @@ def _sweep(args: argparse.Namespace) -> int:
     for line in summary.lines():
         print(line)
     return 1 if summary.failed else 0
+
+
+def _jobs(value: str) -> int:
+    """The value of ``--jobs``: an int >= 1."""
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise ValueError(f"The '--jobs' option must be an int >= 1 (worker processes). Got "
+                         f"{value!r} instead.")
+    return jobs
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -219,16 +243,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 1 when a sweep had failures, 2 for a bad argument (an
         invalid value, a missing or malformed grid file, an unknown or unavailable device) or a
-        results folder that cannot be written.
+        results folder that cannot be written, 130 when interrupted (Ctrl-C).
+
+    ``run`` and ``sweep`` report their progress on stderr (``feasible.progress``) unless given
+    ``--no-progress`` or ``FEASIBLE_PROGRESS=0``; the setting is restored on return.
     """
+    from feasible import progress
+
     parser = build_parser()
     args = parser.parse_args(argv)
     command = {"run": _run, "sweep": _sweep, "list": _list, "bench": _bench}[args.command]
+    previous = progress.enable(args.command in ("run", "sweep") and not args.no_progress)
     try:
+        progress.enabled()  # a bad FEASIBLE_PROGRESS is an error before any work
         return command(args)
     except (ValueError, FileNotFoundError, NotWritableError) as err:
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted; finished records are kept, run the "
+              f"same command again to compute the rest.", file=sys.stderr)
+        return 130
+    finally:
+        progress.enable(previous)
 
 
 if __name__ == "__main__":

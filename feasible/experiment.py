@@ -437,6 +437,7 @@ def compute_once(config: Config, *, device: str | torch.device | None = None,
 
 def _compute(config: Config, device: torch.device) -> dict[str, Any]:
     """The record of ``config``, computed on ``device`` (see :func:`run`), not yet written."""
+    from feasible import progress
     from feasible.data import AUGMENTATION, forget_split, load
     from feasible.methods import METHODS
     from feasible.metrics import epochs_to_reach, evaluate, gaps, predict, ua_ratio
@@ -447,9 +448,10 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
 
     scale = SCALES[config.scale]
     subset = scale.train_subset.get(config.dataset)
-    data = load(config.dataset, root=config.data_root, train_subset=subset)
-    split = forget_split(data, config.scenario, fraction=config.forget_fraction,
-                         cls=config.forget_class, seed=config.seed)
+    with progress.phase("load data"):  # silent unless progress is on (feasible.progress)
+        data = load(config.dataset, root=config.data_root, train_subset=subset)
+        split = forget_split(data, config.scenario, fraction=config.forget_fraction,
+                             cls=config.forget_class, seed=config.seed)
     timings["data_s"] = time.perf_counter() - clock
 
     train_cfg = config.train_config()
@@ -473,9 +475,15 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
                         mia_features=config.attack_features(), member_subsets=member_subsets)
 
     clock = time.perf_counter()
-    ref_original, ref_retrained, ref_cached = reference_metrics(
-        config, split, train_info, lambda model: measure(model, MEMBER_SUBSETS),
-        original, retrained)
+    with progress.phase("evaluate references", total=2) as step:
+        def measure_reference(model: torch.nn.Module) -> dict[str, Any]:
+            metrics = measure(model, MEMBER_SUBSETS)
+            step.advance()
+            return metrics
+
+        ref_original, ref_retrained, ref_cached = reference_metrics(
+            config, split, train_info, measure_reference, original, retrained)
+        step.note = "loaded from the cache" if ref_cached else ""
     timings["evaluate_references_s"] = time.perf_counter() - clock
     timings["evaluate_references_cached"] = ref_cached
 
@@ -493,23 +501,27 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
         start = time.perf_counter()
         out = compare(measure(model))
         eval_time[0] += time.perf_counter() - start
+        unlearning.advance()
         return out
 
     model = copy.deepcopy(original).to(device)
     spec_policy = AUGMENTATION.get(config.dataset, "none")
-    result = unlearn(model, forget, retain, config.unlearn_config(),
-                     num_classes=data.num_classes, augment_policy=spec_policy, on_epoch=on_epoch)
+    with progress.phase(f"unlearn {config.epochs} epochs", total=config.epochs) as unlearning:
+        result = unlearn(model, forget, retain, config.unlearn_config(),
+                         num_classes=data.num_classes, augment_policy=spec_policy,
+                         on_epoch=on_epoch)
     timings["unlearn_s"] = result.wall_time
     timings["unlearn_setup_s"] = result.setup_time
     timings["evaluate_epochs_s"] = eval_time[0]
 
     epochs = [dict(e) for e in result.epochs]
-    if epochs and "UA" in epochs[-1] and result.diverged_epoch is None:
-        final = {k: epochs[-1][k] for k in compare(ref_retrained)}
-    else:
-        final = compare(measure(model))
-    if result.diverged_epoch is None:  # the attack's spread over other member sets
-        final["MIA_subsets"] = measure(model, MEMBER_SUBSETS)["MIA_subsets"]
+    with progress.phase("evaluate"):
+        if epochs and "UA" in epochs[-1] and result.diverged_epoch is None:
+            final = {k: epochs[-1][k] for k in compare(ref_retrained)}
+        else:
+            final = compare(measure(model))
+        if result.diverged_epoch is None:  # the attack's spread over other member sets
+            final["MIA_subsets"] = measure(model, MEMBER_SUBSETS)["MIA_subsets"]
     ua_curve = [e.get("UA", math.nan) for e in epochs]
     final["epochs_to_reach_retrain_ua"] = epochs_to_reach(ua_curve, ref_retrained["UA"])
     final["unlearn_wall_time"] = result.wall_time

@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import pickle
+import signal
+import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from feasible import progress as reporter
 from feasible._validate import resolve_device
 from feasible.experiment import (
     ClaimedError,
@@ -33,6 +39,9 @@ AXES: dict[str, str] = {
 }
 #: Grid keys that are not axes.
 META_KEYS: tuple[str, ...] = ("description", "fixed")
+#: The environment variable that sets the torch threads a sweep with ``jobs > 1`` shares out
+#: among its workers (default: ``torch.get_num_threads()`` of the sweep's process).
+THREADS_ENV: str = "FEASIBLE_THREADS"
 
 
 def load_grid(path: str | Path) -> dict[str, Any]:
@@ -203,12 +212,12 @@ def failure_path(config: Config) -> Path:
 
 
 def sweep(configs: Iterable[Config], *, device: Any = None, limit: int | None = None,
-          dry_run: bool = False, progress: bool = True,
+          dry_run: bool = False, progress: bool = True, jobs: int = 1,
           runner: Callable[..., tuple[dict[str, Any], bool]] = compute_once) -> SweepSummary:
-    """Run every configuration that has no finished record yet, one after the other.
+    """Run every configuration that has no finished record yet, in this process or in ``jobs``.
 
     Each run writes its own record atomically (:func:`feasible.experiment.run`), so a sweep that
-    is killed and restarted skips what finished and redoes at most the run it was in. A record
+    is killed and restarted skips what finished and redoes at most the runs it was in. A record
     file that is not finished (:func:`feasible.experiment.read_record`) is moved aside and its
     configuration computed again. Every configuration is computed under its claim
     (:func:`feasible.experiment.claim`): a configuration that another live process (another
@@ -220,28 +229,56 @@ def sweep(configs: Iterable[Config], *, device: Any = None, limit: int | None = 
     of it (``computed``, ``recorded`` meanwhile, ``running elsewhere``, ``failed``), with its
     hash. The device and the results folders are checked before any computation.
 
+    With ``jobs > 1``, the configurations are shared out among worker processes (at most one per
+    configuration to compute; started with ``multiprocessing``'s ``spawn``), each computing one
+    configuration at a time under its claim exactly as above, with
+    ``max(1, total // workers)`` torch threads, ``total`` being ``torch.get_num_threads()`` of
+    this process or the environment variable ``FEASIBLE_THREADS``. The workers die with the
+    sweep: when it returns or raises (Ctrl-C included) they are stopped, and a worker whose
+    sweep process is killed (SIGTERM, SIGKILL) stops by itself within a second, releasing its
+    claim; a record is never half-written, so a rerun computes only what is missing. A worker
+    that dies during a run leaves that configuration failed (:func:`failure_path`) and is
+    replaced. ``jobs=1`` computes in this process, one configuration after the other.
+
     Args:
         configs: the configurations (e.g. :func:`expand` of a grid).
         device: where to compute (``None``: CUDA when available, else the CPU).
         limit: compute at most this many configurations (records already present do not count).
         dry_run: compute nothing; report what would run.
-        progress: show a tqdm progress bar with the remaining-time estimate.
+        progress: show the sweep's progress: a tqdm bar of finished runs with the time left on a
+            terminal, else one line per finished run on standard error. The phases of each run
+            are shown too when ``feasible.progress`` is on (:func:`feasible.progress.enable`;
+            the command line turns it on), labelled with the run and, with ``jobs > 1``, the
+            worker's number.
+        jobs: the number of worker processes, an int ``>= 1``.
         runner: runs one configuration, ``runner(config, device=..., wait=False)``, and returns
             the record and whether it computed it (:func:`feasible.experiment.compute_once`;
-            tests replace it).
+            tests replace it). With ``jobs > 1`` it must be picklable (a module-level function).
 
     Returns:
         A :class:`SweepSummary`.
 
     Raises:
-        ValueError: ``limit`` is not ``None`` or an int ``>= 0``, or an unknown or unavailable
-            device.
+        ValueError: ``limit`` is not ``None`` or an int ``>= 0``, ``jobs`` is not an int
+            ``>= 1``, ``FEASIBLE_THREADS`` is not an int ``>= 1``, a ``runner`` that cannot be
+            sent to a worker, or an unknown or unavailable device.
         OSError: a results folder cannot be written (a ``NotWritableError`` of
             ``feasible.paths``, naming the folder).
     """
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise ValueError(f"The 'limit' parameter of sweep must be None or an int >= 0. "
                          f"Got {limit!r} instead.")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"The 'jobs' parameter of sweep must be an int >= 1. Got {jobs!r} "
+                         f"instead.")
+    threads = _total_threads() if jobs > 1 else 0
+    if jobs > 1:
+        try:
+            pickle.dumps(runner)
+        except Exception as err:
+            raise ValueError(f"The 'runner' parameter of sweep must be picklable (a module-level "
+                             f"function) when jobs > 1, to reach the workers: {err}") from None
+    show_phases = reporter.enabled()  # a bad FEASIBLE_PROGRESS fails here, before any work
     device = resolve_device(device)
     configs = list(configs)
     summary = SweepSummary(total=len(configs))
@@ -260,22 +297,283 @@ def sweep(configs: Iterable[Config], *, device: Any = None, limit: int | None = 
         return summary
     for scale in sorted({config.scale for config in todo}):
         check_writable(results_dir() / scale)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True)
-    say = bar.write if bar is not None else print
-    for config in todo:
-        name = label(config)
-        if bar is not None:
-            bar.set_postfix_str(name)
-        _one(config, name, device, runner, summary, say)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    workers = min(jobs, len(todo))
+    board = _Board(len(todo), progress)
+    try:
+        if workers <= 1:
+            for config in todo:
+                name = label(config)
+                board.running(name)
+                with reporter.labelled(name, transient=True):
+                    _one(config, name, device, runner, summary, board.say)
+                board.finished()
+        else:
+            _parallel(todo, workers, max(1, threads // workers), device, runner, summary, board,
+                      show_phases)
+    finally:
+        board.close()
     return summary
+
+
+class _Board:
+    """The sweep's own report: a bar of finished runs on a terminal, else a line per run."""
+
+    def __init__(self, total: int, show: bool) -> None:
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+        self.bar, self.lines = None, False
+        if show and reporter._is_terminal(sys.stderr):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="run", dynamic_ncols=True, position=0)
+        else:
+            self.lines = show
+
+    def say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def running(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+
+    def finished(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.lines:
+            print(reporter.tally(self.done, self.total, time.perf_counter() - self.start),
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _total_threads() -> int:
+    """The torch threads that the workers of a sweep share out (:data:`THREADS_ENV`)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        import torch
+
+        return torch.get_num_threads()
+    try:
+        total = int(value)
+    except ValueError:
+        total = 0
+    if total < 1:
+        raise ValueError(f"{THREADS_ENV} must be an int >= 1 (the torch threads a sweep's "
+                         f"workers share). Got {os.environ[THREADS_ENV]!r} instead.")
+    return total
+
+
+@dataclass
+class _Worker:
+    """A worker process of a parallel sweep, its end of the pipe, and what it is computing."""
+
+    number: int
+    process: Any
+    conn: Any
+    current: int | None = None
+
+
+def _parallel(todo: list[Config], count: int, threads: int, device: Any,
+              runner: Callable[..., Any], summary: SweepSummary, board: _Board,
+              show_phases: bool) -> None:
+    """Compute ``todo`` in ``count`` worker processes; file each outcome in ``summary``."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    context = multiprocessing.get_context("spawn")
+    lock = None
+    if show_phases and reporter._is_terminal(sys.stderr):  # one terminal, several writers
+        from tqdm import tqdm
+
+        lock = context.RLock()
+        tqdm.set_lock(lock)
+    queue = list(range(len(todo)))[::-1]  # a stack: pop() gives the grid's order
+    workers: dict[int, _Worker] = {}
+    replacements = len(todo) + count  # a worker that dies is replaced, within reason
+
+    def start(number: int) -> None:
+        mine, theirs = context.Pipe()
+        process = context.Process(
+            target=_work, name=f"feasible-sweep-w{number}", daemon=True,
+            args=(number, os.getpid(), theirs, device, runner, threads, show_phases, lock))
+        process.start()
+        theirs.close()
+        workers[number] = _Worker(number, process, mine)
+        hand_out(workers[number])
+
+    def hand_out(worker: _Worker) -> None:
+        worker.current = queue.pop() if queue else None
+        try:
+            if worker.current is None:
+                worker.conn.send(None)  # no more work: the worker exits
+            else:
+                board.running(label(todo[worker.current]))
+                worker.conn.send((worker.current, todo[worker.current]))
+        except OSError:  # it died before getting it: the task goes back; its end comes below
+            if worker.current is not None:
+                queue.append(worker.current)
+                worker.current = None
+
+    def lost(worker: _Worker) -> None:
+        """The worker ended: what it was computing failed, and another takes its place."""
+        nonlocal replacements
+        worker.process.join()
+        worker.conn.close()
+        del workers[worker.number]
+        if worker.current is not None:
+            config = todo[worker.current]
+            if finished_record(config, move_aside=False) is not None:  # written before it died
+                summary.done.append(label(config))
+                board.say(f"computed {config_hash(config)} {label(config)}")
+            else:
+                _died(config, worker, summary, board.say)
+            board.finished()
+        if queue and replacements > 0:
+            replacements -= 1
+            start(worker.number)
+
+    try:
+        for number in range(1, count + 1):
+            start(number)
+        while workers:
+            ends = {w.conn: w for w in workers.values()}
+            ends.update({w.process.sentinel: w for w in workers.values()})
+            for ready in wait(list(ends), timeout=1.0):
+                worker = ends[ready]
+                if worker.number not in workers or workers[worker.number] is not worker:
+                    continue  # already handled in this round
+                if ready is worker.conn:
+                    try:
+                        message = worker.conn.recv()
+                    except (EOFError, OSError):
+                        lost(worker)
+                        continue
+                    _merge(summary, message, board.say)
+                    board.finished()
+                    hand_out(worker)
+                elif not worker.conn.poll():  # ended, nothing left to read
+                    lost(worker)
+        while queue:  # every worker died and none may replace them: say so, do not drop them
+            config = todo[queue.pop()]
+            name, error = label(config), "no worker left to compute it (they kept dying)"
+            summary.failed.append((name, error))
+            board.say(f"failed {config_hash(config)} {name}: {error}")
+            board.finished()
+    finally:
+        for worker in workers.values():
+            if worker.process.is_alive():
+                worker.process.terminate()  # its SIGTERM handler releases its claim
+        deadline = time.monotonic() + 10
+        for worker in workers.values():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+
+
+def _merge(summary: SweepSummary, message: tuple[SweepSummary, list[str]],
+           say: Callable[[str], Any]) -> None:
+    """File a worker's outcome of one configuration in ``summary`` and say its lines."""
+    part, lines = message
+    summary.done += part.done
+    summary.skipped += part.skipped
+    summary.elsewhere += part.elsewhere
+    summary.failed += part.failed
+    summary.unrecorded += part.unrecorded
+    for text in lines:
+        say(text)
+
+
+class WorkerDiedError(RuntimeError):
+    """A sweep's worker process ended while it computed a configuration."""
+
+
+def _died(config: Config, worker: _Worker, summary: SweepSummary,
+          say: Callable[[str], Any]) -> None:
+    """File the configuration that ``worker`` was computing when it died as failed."""
+    code = worker.process.exitcode
+    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    try:
+        raise WorkerDiedError(f"worker {worker.number} (process {worker.process.pid}) died while "
+                              f"computing it ({how})")
+    except WorkerDiedError as err:
+        name = label(config)
+        summary.failed.append((name, f"{type(err).__name__}: {err}"))
+        say(f"failed {config_hash(config)} {name}: {type(err).__name__}: {err}")
+        problem = _record_failure(config, err)
+        if problem is not None:
+            summary.unrecorded.append((name, problem))
+
+
+def _work(number: int, parent: int, conn: Any, device: Any, runner: Callable[..., Any],
+          threads: int, show_phases: bool, lock: Any) -> None:
+    """A sweep's worker process: compute the configurations the sweep sends, one at a time."""
+    import torch
+
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the sweep stops its workers
+    torch.set_num_threads(threads)
+    reporter.enable(show_phases)
+    if lock is not None:
+        from tqdm import tqdm
+
+        tqdm.set_lock(lock)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        index, config = task
+        name = label(config)
+        part, lines = SweepSummary(total=1), []
+        with reporter.labelled(name, worker=number, transient=True):
+            _one(config, name, device, runner, part, lines.append)
+        try:
+            conn.send((part, lines))
+        except OSError:  # the sweep is gone
+            return
+
+
+def _die_with(parent: int) -> None:
+    """Make this worker stop when the process ``parent`` (the sweep) ends, however it ends.
+
+    SIGTERM raises ``SystemExit``, so that a run in progress unwinds and releases its claim; the
+    kernel sends it when the parent dies (Linux), and a watchdog thread sends it when the
+    parent's pid is no longer this process's parent (elsewhere), then exits hard if that did not
+    end the process within ten seconds.
+    """
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the sweep died before the watch began
+        os._exit(1)
+    threading.Thread(target=watch, name="feasible-sweep-watchdog", daemon=True).start()
 
 
 def _one(config: Config, name: str, device: Any, runner: Callable[..., Any],

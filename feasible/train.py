@@ -9,7 +9,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +169,8 @@ def new_model(data: Any, cfg: TrainConfig) -> nn.Module:
 
 
 def train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
-          device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+          device: str | torch.device = "cpu", on_epoch: Callable[[int], Any] | None = None,
+          ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a model from scratch on ``data.x_train[idx]`` with the recipe ``cfg``.
 
     Everything random (initial weights, shuffling, augmentation) follows ``cfg.seed``.
@@ -179,6 +180,8 @@ def train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
         idx: int64 indices into ``data.x_train``, non-empty.
         cfg: the recipe.
         device: where to train.
+        on_epoch: called as ``on_epoch(epoch)`` (1-based) after each epoch, e.g. to report
+            progress; it does not touch the training.
 
     Returns:
         The model in eval mode on ``device``, and an info dict: ``train_accuracy`` (percent, on the
@@ -213,7 +216,7 @@ def train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
     total = per_epoch * cfg.epochs
     step, loss_sum, loss_count = 0, 0.0, 0
     model.train()
-    for _ in range(cfg.epochs):
+    for epoch in range(1, cfg.epochs + 1):
         loss_sum, loss_count = 0.0, 0
         for b in batches(n, cfg.batch_size, gen, shuffle=True, drop_last=drop_last):
             b = b.to(device)
@@ -227,6 +230,8 @@ def train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
             step += 1
             loss_sum += float(loss.detach()) * len(b)
             loss_count += len(b)
+        if on_epoch is not None:
+            on_epoch(epoch)
     model.eval()
     train_acc = accuracy(model, x, y)
     test_acc = accuracy(model, data.x_test.to(device), data.y_test.to(device))
@@ -338,6 +343,7 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def cached_train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
                  device: str | torch.device = "cpu", fingerprint: str | None = None,
+                 on_epoch: Callable[[int], Any] | None = None,
                  ) -> tuple[nn.Module, dict[str, Any]]:
     """:func:`train`, through the checkpoint cache.
 
@@ -356,6 +362,8 @@ def cached_train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
         cfg: the recipe.
         device: where to train and where the model is returned.
         fingerprint: ``data_fingerprint(data)`` when already computed.
+        on_epoch: passed to :func:`train` when the model is trained (not called when it is
+            loaded).
 
     Returns:
         The model (eval mode) and its info (that of :func:`train`, plus ``cached``, ``key`` and
@@ -376,7 +384,7 @@ def cached_train(data: Any, idx: torch.Tensor, cfg: TrainConfig, *,
     if blob is not None:
         info = dict(blob.get("info", {}), cached=True, load_time_s=time.perf_counter() - start)
     else:
-        model, info = train(data, idx, cfg, device=device)
+        model, info = train(data, idx, cfg, device=device, on_epoch=on_epoch)
         _save_checkpoint(path, {"key": key, "info": info,
                                 "state_dict": {k: v.detach().to("cpu")
                                                for k, v in model.state_dict().items()},
@@ -417,13 +425,23 @@ def original_and_retrained(data: Any, split: Any, cfg: TrainConfig, *,
     Returns:
         ``(original, retrained, info)`` with ``info = {"original": ..., "retrained": ...}``, the
         info dicts of :func:`cached_train`.
+
+    Each model is a phase of ``feasible.progress`` (``train original``, ``train retrained``: one
+    step per epoch, or ``loaded from the cache``), silent unless progress is on.
     """
+    from feasible import progress
+
     fingerprint = data_fingerprint(data)
     everything = torch.arange(len(data.x_train), dtype=torch.int64)
-    original, info_o = cached_train(data, everything, cfg, device=device, fingerprint=fingerprint)
-    retrained, info_r = cached_train(data, split.retain_idx, cfg, device=device,
-                                     fingerprint=fingerprint)
-    return original, retrained, {"original": info_o, "retrained": info_r}
+    models, infos = {}, {}
+    for name, idx in (("original", everything), ("retrained", split.retain_idx)):
+        with progress.phase(f"train {name}", total=cfg.epochs) as step:
+            models[name], infos[name] = cached_train(
+                data, idx, cfg, device=device, fingerprint=fingerprint,
+                on_epoch=lambda epoch, step=step: step.advance())
+            if infos[name]["cached"]:
+                step.note = "loaded from the cache"
+    return models["original"], models["retrained"], infos
 
 
 def _bad(field: str, value: Any, allowed: str) -> str:
