@@ -126,10 +126,11 @@ SCALES: dict[str, Scale] = {
     ),
 }
 
-#: What the evaluation measures, in every record's hash: 2 = the attack's members are SalUn's
-#: first ``|test|`` retain samples, the SVM merges equal rounded values
-#: (``feasible.metrics.svm_member_rate``), and the final metrics carry the attack's spread over
-#: :data:`MEMBER_SUBSETS` other member sets. (1, unhashed: seeded random members, unmerged SVM.)
+#: The version of what the evaluation measures, part of every record's hash. In version 2 the
+#: attack's members are SalUn's first ``|test|`` retain samples, the SVM merges equal rounded
+#: values (``feasible.metrics.svm_member_rate``), and the final metrics carry the attack's
+#: spread over :data:`MEMBER_SUBSETS` other member sets (version 1, before it entered the hash,
+#: drew random members and fitted the unmerged SVM).
 METRICS_VERSION: int = 2
 #: The member sets besides SalUn's whose attack results every record reports (``MIA_subsets``).
 MEMBER_SUBSETS: int = 5
