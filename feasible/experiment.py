@@ -167,6 +167,10 @@ class Config(UnlearnConfig):
             default, the feature of ``MIA``), ``"all"`` (the five of
             ``feasible.metrics.MIA_FEATURES``, one SVM fit each per evaluation), or a
             comma-separated list of their names. Part of the hash unless ``"confidence"``.
+        eval_every: evaluate everything (accuracies, the attack) after every ``eval_every``-th
+            epoch and after the last; the epochs between get the forget-set metrics only (UA,
+            rUA, FID: a forward pass over D_f), so the UA curve and the epochs to reach the
+            retrained model's UA stay per epoch. Part of the hash unless 1.
 
     The protocol (``protocol``, ``"harness"`` or ``"authors"``, see
     ``feasible.unlearn.PROTOCOLS``) fills the unlearning fields left ``None``; the record names
@@ -186,6 +190,7 @@ class Config(UnlearnConfig):
     data_root: str | None = None
     train: TrainConfig | None = None
     mia_features: str = "confidence"
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         from feasible.data import DATASETS
@@ -232,6 +237,8 @@ class Config(UnlearnConfig):
                 raise ValueError(_bad("train", f"TrainConfig(model={self.train.model!r})",
                                       f"a recipe for the configuration's model {self.model!r}"))
         self.attack_features()  # validates mia_features
+        if not is_int(self.eval_every) or self.eval_every < 1:
+            raise ValueError(_bad("eval_every", self.eval_every, "an int >= 1 (epochs)"))
         super().__post_init__()  # validates every unlearning field
 
     def attack_features(self) -> tuple[str, ...]:
@@ -303,6 +310,8 @@ def hashed_fields(config: Config) -> dict[str, Any]:
     """
     values = {k: v for k, v in config.to_dict().items()
               if k not in UNLEARN_FIELDS and k not in ("data_root", "train")}
+    if config.eval_every == 1:  # the default: hashes unchanged
+        values.pop("eval_every")
     attacked = config.attack_features()
     if attacked == ("confidence",):  # the records' default: hashes unchanged
         values.pop("mia_features")
@@ -441,7 +450,8 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
     from feasible import progress
     from feasible.data import AUGMENTATION, forget_split, load
     from feasible.methods import METHODS
-    from feasible.metrics import epochs_to_reach, evaluate, gaps, predict, ua_ratio
+    from feasible.metrics import (epochs_to_reach, evaluate, fidelity, gaps, predict, rua,
+                                  ua_ratio)
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -497,10 +507,21 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
         return out
 
     eval_time = [0.0]
+    subsets: dict[str, Any] = {}
 
-    def on_epoch(epoch: int, model: torch.nn.Module) -> dict[str, float]:
+    def on_epoch(epoch: int, model: torch.nn.Module) -> dict[str, Any]:
         start = time.perf_counter()
-        out = compare(measure(model))
+        if epoch == config.epochs:  # the last: everything, and the attack's member spread
+            metrics = measure(model, MEMBER_SUBSETS)
+            subsets.update(metrics["MIA_subsets"])
+            out = compare(metrics)
+        elif epoch % config.eval_every == 0:
+            out = compare(measure(model))
+        else:  # between full evaluations: the forget set only (UA and the authors' rUA, FID)
+            predicted = predict(model, forget[0])
+            out = {"UA": 100.0 - 100.0 * (predicted == forget[1].cpu()).double().mean().item(),
+                   "rUA": rua(predicted, reference, forget[1]),
+                   "FID": fidelity(predicted, reference)}
         eval_time[0] += time.perf_counter() - start
         unlearning.advance()
         return out
@@ -517,12 +538,11 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
 
     epochs = [dict(e) for e in result.epochs]
     with progress.phase("evaluate"):
-        if epochs and "UA" in epochs[-1] and result.diverged_epoch is None:
+        if epochs and subsets and result.diverged_epoch is None:
             final = {k: epochs[-1][k] for k in compare(ref_retrained)}
+            final["MIA_subsets"] = subsets  # the attack's spread over other member sets
         else:
             final = compare(measure(model))
-        if result.diverged_epoch is None:  # the attack's spread over other member sets
-            final["MIA_subsets"] = measure(model, MEMBER_SUBSETS)["MIA_subsets"]
     ua_curve = [e.get("UA", math.nan) for e in epochs]
     final["epochs_to_reach_retrain_ua"] = epochs_to_reach(ua_curve, ref_retrained["UA"])
     final["unlearn_wall_time"] = result.wall_time

@@ -37,21 +37,29 @@ AXES: dict[str, str] = {
     "addons": "addon",
     "seeds": "seed",
 }
-#: Grid keys that are not axes.
-META_KEYS: tuple[str, ...] = ("description", "fixed")
+#: Grid keys that are not axes (``grids``: a list of sub-grids, see :func:`expand`).
+META_KEYS: tuple[str, ...] = ("description", "fixed", "grids")
 #: The environment variable that sets the torch threads a sweep with ``jobs > 1`` shares out
 #: among its workers (default: ``torch.get_num_threads()`` of the sweep's process).
 THREADS_ENV: str = "FEASIBLE_THREADS"
 
 
-def load_grid(path: str | Path) -> dict[str, Any]:
+def load_grid(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read and check a grid file: a JSON object whose shape :func:`check_grid` accepts.
+
+    A file may hold ``"include": ["other.json", ...]`` (paths relative to it) instead of axes:
+    it is then the union of those grids, in order, returned as one grid whose ``grids`` are
+    theirs (its ``description`` is kept, each included ``fixed`` stays with its own part).
 
     Raises:
         ValueError: the file is missing, a folder, unreadable, empty, not JSON, or not a grid
-            (the message names the file and, for a bad field, the field).
+            (the message names the file and, for a bad field, the field), or an include is
+            missing, bad or includes itself.
     """
     path = Path(path)
+    if path.resolve() in _seen:
+        raise ValueError(f"The grid file {path} includes itself (through "
+                         f"{' -> '.join(p.name for p in _seen)}).")
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -67,6 +75,24 @@ def load_grid(path: str | Path) -> dict[str, Any]:
         grid = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"The grid file {path} is not valid JSON: {err}.") from None
+    if isinstance(grid, dict) and "include" in grid:
+        names = grid.pop("include")
+        others = [key for key in grid if key != "description"]
+        if not isinstance(names, list) or not names or others \
+                or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"The grid file {path}: 'include' must be a non-empty list of grid "
+                             f"file paths, beside only 'description'. Got {names!r}"
+                             + (f" beside {others}" if others else "") + " instead.")
+        parts = []
+        for name in names:
+            included = load_grid(path.parent / name, _seen + (path.resolve(),))
+            if "grids" in included:
+                outer = included.get("fixed", {})
+                parts += [dict(part, fixed={**outer, **part.get("fixed", {})})
+                          for part in included["grids"]]
+            else:
+                parts.append({k: v for k, v in included.items() if k != "description"})
+        grid = {**grid, "grids": parts}
     check_grid(grid, f"The grid file {path}")
     return grid
 
@@ -91,6 +117,19 @@ def check_grid(grid: Any, where: str = "The grid") -> None:
     if not isinstance(grid.get("description", ""), str):
         raise ValueError(f"{where}: 'description' must be a string. Got "
                          f"{grid['description']!r} instead.")
+    if "grids" in grid:
+        parts = grid["grids"]
+        axes = [key for key in grid if key not in META_KEYS]
+        if not isinstance(parts, list) or not parts or axes:
+            raise ValueError(f"{where}: 'grids' must be a non-empty list of sub-grids (objects "
+                             f"of axes and 'fixed'), beside only 'description' and 'fixed'. Got "
+                             f"{parts!r}" + (f" beside the axes {axes}" if axes else "")
+                             + " instead.")
+        for number, part in enumerate(parts, start=1):
+            if isinstance(part, Mapping) and "grids" in part:
+                raise ValueError(f"{where}: sub-grid {number} holds 'grids' itself; sub-grids "
+                                 f"do not nest.")
+            check_grid(part, f"{where}, sub-grid {number}")
     for key, values in grid.items():
         if key in META_KEYS:
             continue
@@ -113,7 +152,10 @@ def expand(grid: Mapping[str, Any]) -> list[Config]:
     ``scenarios``, ``methods``, ``addons``, ``seeds``) or a Config field name (e.g. ``"lr"``).
     An entry of an axis is a value of that field, or an object of several fields (e.g.
     ``{"scenario": "random", "forget_fraction": 0.1}`` or ``{"method": "ngplus", "lr": 0.5}``).
-    Later axes override earlier ones and ``fixed`` where they set the same field.
+    Later axes override earlier ones and ``fixed`` where they set the same field. A grid may
+    instead hold ``grids``, a list of sub-grids (each with its own axes and ``fixed``, merged
+    over the outer ``fixed``): its configurations are theirs, in order, e.g. one seed for every
+    method and three for two of them.
 
     Args:
         grid: the parsed grid.
@@ -126,6 +168,16 @@ def expand(grid: Mapping[str, Any]) -> list[Config]:
             :class:`~feasible.experiment.Config` refuses (the message names the entry).
     """
     check_grid(grid)
+    if "grids" in grid:
+        configs, seen = [], set()
+        for part in grid["grids"]:
+            merged = dict(part, fixed={**grid.get("fixed", {}), **part.get("fixed", {})})
+            for config in expand(merged):
+                digest = config_hash(config)
+                if digest not in seen:
+                    seen.add(digest)
+                    configs.append(config)
+        return configs
     names = {f.name for f in fields(Config)}
     fixed = dict(grid.get("fixed", {}))
     for key in fixed:

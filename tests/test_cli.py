@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 import feasible.experiment
 from feasible.__main__ import main
-from feasible.experiment import Config, record_path
+from feasible.experiment import Config, config_hash, record_path
 from feasible.paths import ROOT
 from feasible.sweep import expand, failure_path, load_grid, sweep
 
@@ -85,13 +86,54 @@ def test_run_rejects_badly_typed_options(capsys, no_compute):
 
 
 def test_repository_grids_expand():
+    parts = ("cpu-authors-lr", "cpu-authors", "cpu-literature", "cpu-fair", "cpu-ablations",
+             "cpu-cifar")
     sizes = {name: len(expand(load_grid(ROOT / "grids" / f"{name}.json")))
-             for name in ("smoke", "cpu", "paper")}
-    assert sizes == {"smoke": 30, "cpu": 270, "paper": 360}
+             for name in ("smoke", "cpu", "paper") + parts}
+    assert sizes == {"smoke": 30, "cpu": 224, "paper": 360, "cpu-authors-lr": 6,
+                     "cpu-authors": 84, "cpu-literature": 50, "cpu-fair": 48,
+                     "cpu-ablations": 20, "cpu-cifar": 16}
+    assert sum(sizes[name] for name in parts) == sizes["cpu"]  # the parts do not overlap
+    whole = [config_hash(c) for c in expand(load_grid(ROOT / "grids" / "cpu.json"))]
+    assert whole == [config_hash(c) for name in parts
+                     for c in expand(load_grid(ROOT / "grids" / f"{name}.json"))]
     smoke = expand(load_grid(ROOT / "grids" / "smoke.json"))
     assert {(c.method, c.addon) for c in smoke} == {
         (m, a) for m in ("ft", "ga", "ngplus", "rl", "srl", "l1_sparse")
         for a in ("none", "salun", "and", "prob", "focus")}
+
+
+def test_sub_grids_and_includes(tmp_path):
+    """'grids' unions sub-grids over the shared 'fixed'; 'include' unions grid files."""
+    one = {"fixed": {"scale": "smoke", "epochs": 1}, "grids": [
+        {"methods": ["ft", "ga"], "seeds": [0]},
+        {"methods": ["ft"], "seeds": [0, 1], "fixed": {"epochs": 2}}]}
+    configs = expand(one)
+    assert [(c.method, c.seed, c.epochs) for c in configs] == [
+        ("ft", 0, 1), ("ga", 0, 1), ("ft", 0, 2), ("ft", 1, 2)]
+    (tmp_path / "one.json").write_text(json.dumps(one))
+    (tmp_path / "two.json").write_text(json.dumps({"fixed": {"scale": "smoke", "epochs": 1},
+                                                   "methods": ["ft", "rl"]}))
+    (tmp_path / "all.json").write_text(json.dumps({"description": "both",
+                                                   "include": ["one.json", "two.json"]}))
+    both = expand(load_grid(tmp_path / "all.json"))
+    assert [(c.method, c.seed, c.epochs) for c in both] == [
+        ("ft", 0, 1), ("ga", 0, 1), ("ft", 0, 2), ("ft", 1, 2), ("rl", 0, 1)]  # one ft+0+1
+    (tmp_path / "loop.json").write_text(json.dumps({"include": ["loop.json"]}))
+    with pytest.raises(ValueError, match="includes itself"):
+        load_grid(tmp_path / "loop.json")
+    (tmp_path / "missing.json").write_text(json.dumps({"include": ["nowhere.json"]}))
+    with pytest.raises(ValueError, match="nowhere.json does not exist"):
+        load_grid(tmp_path / "missing.json")
+    for bad, words in [({"grids": []}, "'grids' must be a non-empty list"),
+                       ({"grids": [{"methods": ["ft"]}], "methods": ["ft"]}, "beside the axes"),
+                       ({"grids": [{"grids": [{"methods": ["ft"]}]}]}, "do not nest"),
+                       ({"grids": [{"methods": "ft"}]}, "sub-grid 1: the grid key 'methods'")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            expand(bad)
+    (tmp_path / "bad.json").write_text(json.dumps({"include": "one.json"}))
+    with pytest.raises(ValueError, match="'include' must be a non-empty list"):
+        load_grid(tmp_path / "bad.json")
 
 
 def test_expand_products_entries_and_errors():

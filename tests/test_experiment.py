@@ -53,6 +53,8 @@ def _tmp_dirs(tmp_path, monkeypatch):
     (dict(p=1.5), "The 'p' field of Config must be a float in the open interval"),
     (dict(epochs=0), "'epochs'"),
     (dict(k=1), "'k'"),
+    (dict(eval_every=0), "The 'eval_every' field of Config must be an int >= 1 (epochs). Got 0"),
+    (dict(eval_every=2.0), "'eval_every'"),
 ])
 def test_config_rejects_bad_values(values, words):
     with pytest.raises(ValueError, match=re.escape(words)):
@@ -196,3 +198,19 @@ def test_reference_metrics_are_computed_once_per_checkpoint_pair(tmp_path, monke
 
 def test_every_hash_names_the_metrics_version():
     assert hashed_fields(Config(method="srl", **SMOKE))["metrics_version"] == METRICS_VERSION
+
+
+def test_eval_every_measures_the_forget_set_between_full_evaluations():
+    config = Config(method="srl", addon="prob", scale="smoke", epochs=3, eval_every=2)
+    assert hashed_fields(config)["eval_every"] == 2
+    assert "eval_every" not in hashed_fields(dataclasses.replace(config, eval_every=1))
+    record = run(config)
+    first, second, third = record["epochs"]
+    assert {"UA", "rUA", "FID"} <= set(first) and "RA" not in first and "MIA" not in first
+    assert {"UA", "RA", "TA", "MIA", "avg_gap"} <= set(second) <= set(third)
+    assert record["final"]["MIA"] == third["MIA"] and "MIA_subsets" in record["final"]
+    every = run(dataclasses.replace(config, eval_every=1))  # the same run, every metric
+    for mine, full in zip(record["epochs"], every["epochs"]):
+        assert {k: mine[k] for k in ("UA", "rUA", "FID")} == {k: full[k]
+                                                             for k in ("UA", "rUA", "FID")}
+    assert without_timings(record)["final"] == without_timings(every)["final"]
