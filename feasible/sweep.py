@@ -219,11 +219,24 @@ def expand(grid: Mapping[str, Any]) -> list[Config]:
 
 
 def label(config: Config) -> str:
-    """A short human-readable name of a configuration."""
+    """A short human-readable name of a configuration.
+
+    Dataset, model, scenario, method + add-on and seed; then the protocol unless it is the
+    default harness, and the learning rate, the add-on's ``p`` and ``renorm`` where a grid
+    varies them (the learning rate always under the authors' protocol, where it is fixed).
+    """
     scenario = (f"random{config.forget_fraction:g}" if config.scenario == "random"
                 else f"class{config.forget_class}")
-    return (f"{config.dataset}/{config.model}/{scenario}/{config.method}+{config.addon}"
+    text = (f"{config.dataset}/{config.model}/{scenario}/{config.method}+{config.addon}"
             f"/seed{config.seed}")
+    if config.protocol != "harness":
+        text += f" [{config.protocol}]"
+    extras = [f"lr={config.lr:g}"] if config.lr is not None else []
+    if config.addon == "prob":
+        extras.append(f"p={config.p:g}")
+    if config.renorm:
+        extras.append("renorm")
+    return text + (f" ({', '.join(extras)})" if extras else "")
 
 
 @dataclass

@@ -1,0 +1,41 @@
+"""Tests for the learning-rate rules of feasible.tuning on hand-made records."""
+from __future__ import annotations
+
+import pytest
+
+from feasible.tuning import closest_to_retrained, lowest_avg_gap
+
+
+def record(method, lr, ua, ta, gap=1.0, addon="none", seed=0, diverged=None, h="x"):
+    return {"hash": h, "config": {"method": method, "lr": lr, "addon": addon, "seed": seed},
+            "method": {"default_lr": 0.5}, "diverged_epoch": diverged,
+            "original": {"metrics": {"TA": 90.0}}, "retrained": {"metrics": {"UA": 9.0}},
+            "final": {"UA": ua, "TA": ta, "avg_gap": gap}}
+
+
+def test_closest_to_retrained_keeps_test_accuracy_and_skips_diverged_runs():
+    chosen = closest_to_retrained([
+        record("srl", 1e-4, 1.0, 89.5), record("srl", 1e-3, 8.0, 88.0, h="pick"),
+        record("srl", 3e-3, 9.0, 80.0),              # UA on target but TA fell 10 points
+        record("srl", 1e-2, 9.0, 89.0, diverged=3),  # diverged: never chosen
+        record("ngplus", None, 5.0, 89.0),           # the method's default rate, 0.5
+        record("ngplus", 0.1, 13.0, 89.0)])          # |13 - 9| = |5 - 9|: the smaller rate wins
+    assert chosen["srl"] == {"lr": 1e-3, "score": pytest.approx(1.0), "hash": "pick"}
+    assert chosen["ngplus"]["lr"] == 0.1
+
+
+def test_lowest_avg_gap_per_method_and_addon():
+    chosen = lowest_avg_gap([record("srl", 0.03, 5, 89, gap=2.0, addon="prob"),
+                             record("srl", 0.06, 5, 89, gap=1.5, addon="prob"),
+                             record("srl", 0.03, 5, 89, gap=1.0, addon="and"),
+                             record("srl", 0.12, 5, 89, gap=float("nan"), addon="and")])
+    assert {k: v["lr"] for k, v in chosen.items()} == {("srl", "prob"): 0.06, ("srl", "and"): 0.03}
+
+
+def test_rules_read_seed_zero_only_and_say_so():
+    with pytest.raises(ValueError, match="seed 0 only; record x has seed 1"):
+        lowest_avg_gap([record("srl", 0.03, 5, 89, seed=1)])
+    with pytest.raises(ValueError, match="add-on 'prob'"):
+        closest_to_retrained([record("srl", 0.03, 5, 89, addon="prob")])
+    with pytest.raises(ValueError, match="'ta_drop'"):
+        closest_to_retrained([], ta_drop=-1)
