@@ -2,8 +2,11 @@
 
 A template in notebooks/ is executed with papermill into book/<same name> when the executed
 copy is missing or was made from other sources: each executed copy records, in its metadata,
-the hash of its template and of the library modules it imports (directly or through each
-other). A second `make book` with nothing changed executes nothing.
+the hash of its template, of the library modules it imports (directly or through each other)
+and of the data files it declares it reads: glob patterns from the repository root in the
+template's metadata, ``"feasible": {"inputs": ["results/cpu/*.json", "grids/cpu-*.json"]}``,
+so that a new result record re-executes the pages that read records and nothing else. A second
+`make book` with nothing changed executes nothing.
 Usage: ``python tools/build_book.py [NAME ...] [--no-render]`` (names: template stems).
 """
 from __future__ import annotations
@@ -56,8 +59,18 @@ def library_files(code: str) -> set[Path]:
     return found
 
 
+def input_files(nb: nbformat.NotebookNode) -> list[Path]:
+    """The data files a template declares it reads (``metadata.feasible.inputs``, glob patterns
+    from the repository root), sorted; hidden files (a record being written) left out."""
+    patterns = nb.metadata.get("feasible", {}).get("inputs", [])
+    found = {path for pattern in patterns for path in ROOT.glob(pattern)
+             if path.is_file() and not path.name.startswith(".")}
+    return sorted(found)
+
+
 def source_hash(template: Path) -> str:
-    """Hash of what determines an executed notebook: its template and the library code it imports."""
+    """Hash of what determines an executed notebook: its template, the library code it imports
+    and the content of the data files it declares (:func:`input_files`)."""
     nb = nbformat.read(template, as_version=4)
     h = hashlib.sha256()
     code = ""
@@ -66,6 +79,11 @@ def source_hash(template: Path) -> str:
         if cell.cell_type == "code":
             code += cell.source + "\n"
     for path in sorted(library_files(code)):
+        h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    inputs = input_files(nb)
+    if inputs:  # templates without inputs keep the hash they had
+        h.update(b"inputs\0")
+    for path in inputs:
         h.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -83,7 +101,7 @@ def execute(template: Path, executed: Path, key: str) -> None:
         str(template), str(executed), cwd=str(ROOT), progress_bar=False, kernel_name="python3"
     )
     nb = nbformat.read(executed, as_version=4)
-    nb.metadata["feasible"] = {"source_hash": key}
+    nb.metadata["feasible"] = {**nb.metadata.get("feasible", {}), "source_hash": key}
     for field in ("duration", "start_time", "end_time"):  # keep re-executions diffable
         nb.metadata.get("papermill", {}).pop(field, None)
     for cell in nb.cells:

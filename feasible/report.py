@@ -1,0 +1,1264 @@
+"""The records of a grid as tables, curves and verdicts on the paper's claims (the Results pages).
+
+Small pure functions over result records (``feasible.experiment.run``), for the book's
+Results, Claims and Reproducibility pages: :func:`load_grid_records` finds a grid's records and
+says which are missing; :func:`runs_table` makes one tidy row per run, :func:`summarize` the mean
+and standard deviation over seeds, :func:`epoch_curves` the per-epoch values of the figures;
+:func:`claim_comparisons` and :func:`claim_verdicts` test the paper's claims by one rule
+(:func:`verdict`, stated below and on the Claims page).
+
+The verdict rule. A claim compares a *treatment* (a base method with one of the paper's
+add-ons) with a *baseline* (the same method, learning rate and scenario without add-on; for
+"better than SalUn and NGPlus", SalUn and NGPlus), seed by seed: ``d_s`` is the improvement in
+seed ``s`` in the claimed direction (lower MIA member rate, lower ``|rUA|``, fewer epochs to the
+retrained model's UA, an unlearning-time ratio under 2), over the ``n`` seeds where both runs
+finished without diverging. With ``d`` their mean, ``SE = sd(d_s) / sqrt(n)`` and the threshold
+``t = max(2 SE, spread)``, where ``spread`` is the member-subset spread of the MIA (the
+root-mean-square over the paired runs of each run's standard deviation of the member rate over
+the attack's member sets) for MIA claims and 0 otherwise, the claim **holds** when ``d > t``,
+**does not hold** when ``d <= -t`` (an improvement of exactly 0 everywhere does not hold), and
+is **mixed** otherwise; with fewer than two seeds the standard error is unknown and the
+comparison is mixed. Over its comparisons with at least two seeds, a claim holds for a protocol
+and scale when more than half hold and none does not hold, does not hold when more than half do
+not hold and none holds, and is mixed otherwise (not tested while no comparison has two
+seeds).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from feasible.experiment import Config, config_hash, read_record
+from feasible.paths import ROOT, results_dir
+from feasible.sweep import expand, load_grid
+
+__all__ = [
+    "ADDON_NAMES", "AUTHORS_TABLE", "AUTHORS_TABLE_SOURCE", "CLAIMS", "EPOCH_PANELS",
+    "FIG5_ADDONS", "GROUP", "MANAGEABLE_TIME_RATIO", "METHOD_NAMES", "PALETTE", "PAPER_ADDONS",
+    "PROTOCOL_NAMES", "RESULT_COLUMNS", "RESULT_VIEWS", "SUMMARY_METRICS", "VERDICTS",
+    "at_addon_lr", "authors_comparison", "claim_comparisons", "claim_evidence",
+    "claim_verdicts", "convergence_table", "data_sources", "departures_table",
+    "diverged_table", "environment_table", "epoch_curves", "format_mean_sd", "grid_configs",
+    "GridRecords", "load_grid_records", "mia_agreement", "mia_spread_table",
+    "plot_comparisons", "plot_epochs", "plot_lr_sweep", "plot_times", "plot_verdict_grid",
+    "references_table", "results_table", "run_row", "runs_table", "show", "summarize",
+    "timing_table", "verdict", "verdict_markdown", "verdict_table", "where",
+]
+
+#: The add-ons of the paper (AND, PROB, F) and of the authors' code (OPT, focus + OPT) that the
+#: claims are about; SalUn's masks are baselines.
+PAPER_ADDONS: tuple[str, ...] = ("and", "prob", "focus", "opt", "focus_opt")
+#: The add-ons of the paper's Fig. 5, in its order (SalUn: the static mask of the literature's
+#: protocol or the authors' per-step mask, whichever the protocol ran).
+FIG5_ADDONS: tuple[str, ...] = ("none", "salun", "salun_step", "and", "prob", "focus")
+#: How pages name add-ons, protocols and verdicts.
+ADDON_NAMES: dict[str, str] = {"none": "none", "salun": "SalUn",
+                               "salun_step": "SalUn (per step)", "and": "AND", "prob": "PROB",
+                               "focus": "F", "opt": "OPT", "focus_opt": "F + OPT"}
+PROTOCOL_NAMES: dict[str, str] = {"authors": "authors' protocol",
+                                  "harness": "literature's protocol"}
+METHOD_NAMES: dict[str, str] = {"ngplus_authors": "NGPlus", "srl_authors": "SRL",
+                                "ngplus": "NGPlus", "srl": "SRL", "ft": "FT", "ga": "GA",
+                                "rl": "RL", "l1_sparse": "l1-sparse"}
+VERDICTS: tuple[str, ...] = ("holds", "does not hold", "mixed")
+#: Okabe-Ito colours (colour-blind safe), one per add-on.
+PALETTE: dict[str, str] = {"none": "#000000", "salun": "#E69F00", "salun_step": "#E69F00",
+                           "and": "#56B4E9", "prob": "#009E73", "focus": "#D55E00",
+                           "opt": "#0072B2", "focus_opt": "#CC79A7"}
+#: "Manageable run time", this project's threshold (the paper gives no number): an add-on's
+#: unlearning time at most this many times the base method's.
+MANAGEABLE_TIME_RATIO: float = 2.0
+
+#: The claims, in the order of the Claims page: key -> statement.
+CLAIMS: dict[str, str] = {
+    "lower_mia": "lower MIA (share of the forget set the attack calls member)",
+    "better_rua": "better relative UA (rUA closer to 0)",
+    "faster": "faster convergence to the retrained model's UA",
+    "time": f"manageable run time (at most {MANAGEABLE_TIME_RATIO:g}x the base method's)",
+    "beats_baselines": "better than SalUn and NGPlus (MIA, rUA, epochs to the target UA)",
+}
+
+#: The authors' public numbers: ``table.txt`` of owl1996/UnlearningFocusVector (dataset and
+#: model not stated; mean ± sd over their seeds). ``UA`` there is the accuracy *on* D_f, ``rUA``
+#: ``Acc_f(model) - Acc_f(retrained)`` in points, ``MIA_entropy`` the share of D_f the SVM
+#: attack on the entropy feature predicts member (a fraction; here in percent), ``RTE`` seconds
+#: per epoch.
+AUTHORS_TABLE_SOURCE: str = "https://github.com/owl1996/UnlearningFocusVector/blob/main/table.txt"
+AUTHORS_TABLE: tuple[dict[str, Any], ...] = (
+    {"method": "ngplus", "addon": "opt", "RTE": 3.12, "FID": 93.82, "rUA": 2.23,
+     "forget_acc": 97.21, "RA": 99.8, "TA": 94.43, "MIA_entropy": 95.0},
+    {"method": "ngplus", "addon": "focus_opt", "RTE": 4.47, "FID": 91.62, "rUA": -0.76,
+     "forget_acc": 94.11, "RA": 99.53, "TA": 93.13, "MIA_entropy": 87.0},
+    {"method": "srl", "addon": "focus_opt", "RTE": 4.65, "FID": 90.06, "rUA": -1.73,
+     "forget_acc": 93.07, "RA": 99.79, "TA": 94.06, "MIA_entropy": 14.0},
+    {"method": "srl", "addon": "opt", "RTE": 5.1, "FID": 92.34, "rUA": 0.76,
+     "forget_acc": 95.73, "RA": 99.83, "TA": 94.24, "MIA_entropy": 24.0},
+)
+
+#: The configuration fields that belong to the add-on (left out when looking for its baseline).
+_ADDON_FIELDS: tuple[str, ...] = ("addon", "p", "renorm", "focus_variant", "saliency_fraction",
+                                  "noise", "k", "mask_mode")
+#: The fields that name one setting of a run, seeds aside.
+_NOT_SETTING: tuple[str, ...] = ("seed", "data_root")
+
+
+@dataclass
+class GridRecords:
+    """A grid's configurations and what the results folder holds for them.
+
+    Attributes:
+        name: the grid file's stem, e.g. ``"cpu-authors"``.
+        description: the grid's description.
+        configs: every configuration of the grid, in grid order.
+        records: the finished records, in grid order.
+        missing: the configurations without a finished record.
+        failed: of ``missing``, those whose last run failed (``results/<scale>/failed/``).
+        problems: record files that are there but not finished: ``(file name, problem)``.
+    """
+
+    name: str
+    description: str
+    configs: list[Config]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[Config] = field(default_factory=list)
+    failed: list[Config] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``"n of N configurations recorded"``, with the failed and unfinished ones if any."""
+        text = f"{len(self.records)} of {len(self.configs)} configurations recorded"
+        extra = []
+        if self.failed:
+            extra.append(f"{len(self.failed)} failed")
+        if self.problems:
+            extra.append(f"{len(self.problems)} unfinished files")
+        return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def grid_configs(grid: Mapping[str, Any]) -> list[Config]:
+    """The configurations of a parsed grid, including one of sub-grids.
+
+    A grid may list sub-grids under ``"grids"``: each is expanded (``feasible.sweep.expand``)
+    with the top-level ``fixed`` (and any other top-level axis) merged under its own; the union
+    keeps grid order and drops duplicates (same hash).
+
+    Raises:
+        ValueError: a grid or sub-grid that ``feasible.sweep.expand`` refuses.
+    """
+    if "grids" not in grid:
+        return expand(grid)
+    base = {k: v for k, v in grid.items() if k != "grids"}
+    configs, seen = [], set()
+    for sub in grid["grids"]:
+        merged = {**base, **sub,
+                  "fixed": {**base.get("fixed", {}), **sub.get("fixed", {})}}
+        for config in expand(merged):
+            digest = config_hash(config)
+            if digest not in seen:
+                seen.add(digest)
+                configs.append(config)
+    return configs
+
+
+def load_grid_records(path: str | Path, results: str | Path | None = None) -> GridRecords:
+    """Read the records of a grid file and list the configurations still missing.
+
+    Args:
+        path: a grid JSON file (relative paths from the repository root).
+        results: the results folder (``None``: ``feasible.paths.results_dir()``).
+
+    Returns:
+        The grid's :class:`GridRecords`.
+
+    Raises:
+        ValueError: the grid file is missing or not a grid.
+    """
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = ROOT / path
+    grid = load_grid(path)
+    folder = Path(results) if results is not None else results_dir()
+    out = GridRecords(path.stem, grid.get("description", ""), grid_configs(grid))
+    for config in out.configs:
+        file = folder / config.scale / f"{config_hash(config)}.json"
+        record, problem = read_record(file)
+        if record is not None:
+            out.records.append(record)
+            continue
+        out.missing.append(config)
+        if problem is not None:
+            out.problems.append((file.name, problem))
+        if (folder / config.scale / "failed" / file.name).exists():
+            out.failed.append(config)
+    return out
+
+
+def where(table: pd.DataFrame, **values: Any) -> pd.DataFrame:
+    """The rows of ``table`` whose columns equal ``values``, e.g. ``where(runs, scale="cpu",
+    protocol="authors")``."""
+    mask = pd.Series(True, index=table.index)
+    for column, value in values.items():
+        mask &= table[column] == value
+    return table[mask]
+
+
+def _num(value: Any) -> float:
+    """A stored number as a float; ``None`` (stored NaN) as NaN."""
+    return math.nan if value is None else float(value)
+
+
+def _scenario(config: Mapping[str, Any]) -> str:
+    if config.get("scenario") == "class":
+        return f"class {config.get('forget_class')}"
+    return f"random {round(100 * float(config.get('forget_fraction') or 0.1)):d}%"
+
+
+def _base_method(method: str) -> str:
+    return method.removesuffix("_authors")
+
+
+def _mia_feature(final: Mapping[str, Any]) -> str:
+    """The feature of the authors' member rate: ``entropy`` (their table's) when recorded."""
+    return "entropy" if final.get("MIA_member_entropy") is not None else "confidence"
+
+
+def _member_rates(metrics: Mapping[str, Any], feature: str) -> list[float]:
+    """The member rates of ``feature`` over SalUn's member set and the others recorded."""
+    main = metrics.get(f"MIA_member_{feature}")
+    if main is None and feature == "confidence" and metrics.get("MIA") is not None:
+        main = 100.0 - metrics["MIA"]
+    rates = [] if main is None else [float(main)]
+    rates += [float(v) for v in (metrics.get("MIA_subsets") or {}).get(feature, [])
+              if v is not None]
+    return rates
+
+
+def _travel(final: Mapping[str, Any], record: Mapping[str, Any]) -> float:
+    """How far UA went from the original's towards the retrained model's, in percent."""
+    start = _num((record.get("original") or {}).get("metrics", {}).get("UA"))
+    target = _num((record.get("retrained") or {}).get("metrics", {}).get("UA"))
+    if math.isnan(start) or math.isnan(target) or target == start:
+        return math.nan
+    return 100.0 * (_num(final.get("UA")) - start) / (target - start)
+
+
+def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One run as a flat row: its setting, final metrics, spread, convergence and times.
+
+    Columns: ``scale``, ``protocol``, ``dataset``, ``model``, ``scenario`` (e.g. ``"random
+    10%"``), ``method``, ``base_method`` (``ngplus`` for ``ngplus_authors``), ``lr``, ``addon``,
+    ``p`` (PROB's threshold, else NaN), ``renorm``, ``seed``, ``epochs``; the final ``UA``,
+    ``RA``, ``TA``, ``MIA`` (SalUn's efficacy), ``avg_gap``, ``rUA``, ``abs_rUA``, ``ua_travel``
+    (how far UA went from the original's to the retrained model's, in percent), ``FID``,
+    ``mia_feature`` and ``mia_member`` (the authors' member rate on that feature: ``entropy``
+    where recorded, else ``confidence``), ``mia_subset_sd`` and ``mia_subset_range`` (its
+    spread over the attack's member sets, SalUn's included), ``epochs_to_target`` (epochs to
+    the retrained model's UA within 1 point, NaN if never), ``reached``, ``diverged_epoch``
+    (NaN if none), ``diverged``, ``unlearn_s`` (unlearning only), ``epoch_s`` (its mean per
+    epoch), ``total_s`` (the whole run), and ``setting`` (a key shared by the seeds of one
+    setting) and ``base_key`` (shared with the same setting without add-on).
+    """
+    config = record["config"]
+    final = record["final"]
+    feature = _mia_feature(final)
+    rates = _member_rates(final, feature)
+    epochs = [e for e in record.get("epochs", []) if isinstance(e, Mapping)]
+    lr = config.get("lr")
+    if lr is None:
+        lr = (record.get("method") or {}).get("default_lr")
+    setting = {k: v for k, v in config.items() if k not in _NOT_SETTING}
+    base = {k: v for k, v in setting.items() if k not in _ADDON_FIELDS}
+    base["lr"] = lr
+    diverged = record.get("diverged_epoch")
+    reached = final.get("epochs_to_reach_retrain_ua")
+    timings = record.get("timings") or {}
+    unlearn_s = _num(final.get("unlearn_wall_time", timings.get("unlearn_s")))
+    return {
+        "scale": config.get("scale", record.get("scale")),
+        "protocol": config.get("protocol", record.get("protocol")),
+        "dataset": config.get("dataset"),
+        "model": config.get("model"),
+        "scenario": _scenario(config),
+        "method": config.get("method"),
+        "base_method": _base_method(config.get("method", "")),
+        "lr": _num(lr),
+        "addon": config.get("addon"),
+        "p": _num(config.get("p")) if config.get("addon") == "prob" else math.nan,
+        "renorm": bool(config.get("renorm", False)),
+        "seed": config.get("seed"),
+        "epochs": config.get("epochs") or len(epochs),
+        **{m: _num(final.get(m)) for m in ("UA", "RA", "TA", "MIA", "avg_gap", "rUA", "FID")},
+        "abs_rUA": abs(_num(final.get("rUA"))),
+        "ua_travel": _travel(final, record),
+        "mia_feature": feature,
+        "mia_member": rates[0] if rates else math.nan,
+        "mia_subset_sd": float(np.std(rates, ddof=1)) if len(rates) > 1 else math.nan,
+        "mia_subset_range": float(max(rates) - min(rates)) if len(rates) > 1 else math.nan,
+        "epochs_to_target": _num(reached),
+        "reached": reached is not None,
+        "diverged_epoch": _num(diverged),
+        "diverged": diverged is not None,
+        "unlearn_s": unlearn_s,
+        "epoch_s": unlearn_s / len(epochs) if epochs else math.nan,
+        "total_s": _num(timings.get("total_s")),
+        "setting": json.dumps(setting, sort_keys=True),
+        "base_key": json.dumps(base, sort_keys=True),
+    }
+
+
+_RUN_COLUMNS = list(run_row({"config": {"method": "x", "scale": "s"}, "final": {}}).keys())
+
+
+def runs_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per record (:func:`run_row`); an empty table with the same columns for none."""
+    rows = [run_row(r) for r in records]
+    return pd.DataFrame(rows, columns=_RUN_COLUMNS)
+
+
+#: The columns that name a setting in summaries, in display order.
+GROUP: tuple[str, ...] = ("scale", "protocol", "dataset", "model", "scenario", "method", "lr",
+                          "addon", "p", "renorm")
+#: The metrics :func:`summarize` averages by default.
+SUMMARY_METRICS: tuple[str, ...] = ("UA", "ua_travel", "RA", "TA", "MIA", "mia_member",
+                                    "avg_gap", "rUA", "FID", "mia_subset_sd", "epochs_to_target",
+                                    "unlearn_s", "epoch_s")
+
+
+def summarize(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of each setting, diverged runs left out.
+
+    Args:
+        runs: a :func:`runs_table`.
+        metrics: the columns to average.
+
+    Returns:
+        One row per setting: the :data:`GROUP` columns, ``seeds`` (runs recorded), ``diverged``
+        (of them, diverged), ``reached`` (of the others, those that reached the retrained
+        model's UA), and ``<metric>_mean`` and ``<metric>_sd`` (NaN with one run) over the runs
+        that did not diverge (``epochs_to_target`` over those that reached it).
+    """
+    columns = list(GROUP) + ["seeds", "diverged", "reached"]
+    columns += [f"{m}_{s}" for m in metrics for s in ("mean", "sd")]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for _, group in runs.groupby("setting", sort=False):
+        first = group.iloc[0]
+        ok = group[~group.diverged]
+        row = {k: first[k] for k in GROUP}
+        row.update(seeds=len(group), diverged=int(group.diverged.sum()),
+                   reached=int(ok.reached.sum()))
+        for m in metrics:
+            values = ok.loc[ok.reached, m] if m == "epochs_to_target" else ok[m]
+            values = values.dropna()
+            row[f"{m}_mean"] = values.mean() if len(values) else math.nan
+            row[f"{m}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def format_mean_sd(summary: pd.DataFrame, metrics: Sequence[str], digits: int = 1) -> pd.DataFrame:
+    """``"mean ± sd"`` strings of :func:`summarize`'s columns (``"mean"`` alone with one run,
+    ``"–"`` with none; no-break spaces around ``±``)."""
+    out = pd.DataFrame(index=summary.index)
+    for m in metrics:
+        cells = []
+        for mean, sd in zip(summary[f"{m}_mean"], summary[f"{m}_sd"]):
+            if pd.isna(mean):
+                cells.append("–")
+            elif pd.isna(sd):
+                cells.append(f"{mean:.{digits}f}")
+            else:  # no-break spaces: a table cell does not wrap inside its number
+                cells.append(f"{mean:.{digits}f}\u00a0±\u00a0{sd:.{digits}f}")
+        out[m] = cells
+    return out
+
+
+def references_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The original and the retrained model of each run's scenario and seed, one row each.
+
+    Columns: ``scale``, ``protocol``, ``dataset``, ``model``, ``scenario``, ``seed``,
+    ``reference`` (``"original"`` or ``"retrained"``), ``UA``, ``RA``, ``TA``, ``MIA``, ``rUA``,
+    ``FID``, ``mia_member`` (the same feature as :func:`run_row`), ``mia_subset_sd`` and
+    ``train_accuracy``; duplicates (several runs share their references) dropped.
+    """
+    rows, seen = [], set()
+    for record in records:
+        config = record["config"]
+        feature = _mia_feature(record["final"])
+        for kind in ("original", "retrained"):
+            metrics = record.get(kind, {}).get("metrics", {})
+            rates = _member_rates(metrics, feature)
+            key = (config.get("scale"), config.get("protocol"), config.get("dataset"),
+                   config.get("model"), _scenario(config), config.get("seed"), kind)
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append({
+                "scale": key[0], "protocol": key[1], "dataset": key[2], "model": key[3],
+                "scenario": key[4], "seed": key[5], "reference": kind,
+                **{m: _num(metrics.get(m)) for m in ("UA", "RA", "TA", "MIA", "rUA", "FID")},
+                "mia_member": rates[0] if rates else math.nan,
+                "mia_subset_sd": float(np.std(rates, ddof=1)) if len(rates) > 1 else math.nan,
+                "train_accuracy": _num(record.get(kind, {}).get("train", {})
+                                       .get("train_accuracy")),
+            })
+    columns = ["scale", "protocol", "dataset", "model", "scenario", "seed", "reference", "UA",
+               "RA", "TA", "MIA", "rUA", "FID", "mia_member", "mia_subset_sd", "train_accuracy"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def epoch_curves(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The per-epoch values of each run, in long form, for figures like the paper's Fig. 5.
+
+    Epoch 0 is the original model (no time). Columns: the :func:`run_row` setting columns
+    (``scale``, ``protocol``, ``dataset``, ``model``, ``scenario``, ``method``, ``lr``,
+    ``addon``, ``p``, ``renorm``, ``seed``, ``diverged``), ``epoch``, and ``UA``, ``RA``,
+    ``TA``, ``MIA`` (SalUn's efficacy), ``mia_member`` (the authors' member rate, same feature
+    as :func:`run_row`), ``rUA``, ``epoch_s`` (this epoch's unlearning seconds) and
+    ``kept_fraction``.
+    """
+    keys = ("scale", "protocol", "dataset", "model", "scenario", "method", "lr", "addon", "p",
+            "renorm", "seed", "diverged")
+    values = ("UA", "RA", "TA", "MIA", "mia_member", "rUA", "epoch_s", "kept_fraction")
+    rows = []
+    for record in records:
+        row = run_row(record)
+        feature = row["mia_feature"]
+        head = {k: row[k] for k in keys}
+        start = record.get("original", {}).get("metrics", {})
+        rates = _member_rates(start, feature)
+        rows.append({**head, "epoch": 0, **{m: _num(start.get(m)) for m in ("UA", "RA", "TA",
+                                                                          "MIA", "rUA")},
+                     "mia_member": rates[0] if rates else math.nan, "epoch_s": math.nan,
+                     "kept_fraction": math.nan})
+        for e in record.get("epochs", []):
+            rates = _member_rates(e, feature)
+            rows.append({**head, "epoch": e.get("epoch"),
+                         **{m: _num(e.get(m)) for m in ("UA", "RA", "TA", "MIA", "rUA")},
+                         "mia_member": rates[0] if rates else math.nan,
+                         "epoch_s": _num(e.get("wall_time")),
+                         "kept_fraction": _num(e.get("kept_fraction"))})
+    return pd.DataFrame(rows, columns=list(keys) + ["epoch"] + list(values))
+
+
+def verdict(improvements: Sequence[float], spread: float = 0.0) -> tuple[str, float, float, int]:
+    """The verdict of one comparison over seeds (the module's rule).
+
+    Args:
+        improvements: per seed, the improvement in the claimed direction (> 0: as claimed);
+            NaN entries are left out.
+        spread: a spread the mean must also exceed (the member-subset spread for the MIA), >= 0.
+
+    Returns:
+        ``(verdict, mean, standard error, n)``: ``"holds"`` when the mean exceeds
+        ``t = max(2 SE, spread)``, ``"does not hold"`` when it is ``<= -t``, else ``"mixed"``
+        (always with fewer than 2 values, whose standard error is NaN).
+    """
+    d = np.asarray([x for x in improvements if x is not None and not math.isnan(x)], float)
+    n = len(d)
+    if n == 0:
+        return "mixed", math.nan, math.nan, 0
+    mean = float(d.mean())
+    if n < 2:
+        return "mixed", mean, math.nan, n
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    threshold = max(2 * se, 0.0 if spread is None or math.isnan(spread) else float(spread))
+    if mean > threshold:
+        return "holds", mean, se, n
+    if mean <= -threshold:
+        return "does not hold", mean, se, n
+    return "mixed", mean, se, n
+
+
+def _improvement(metric: str, base: pd.Series, treated: pd.Series) -> float:
+    """Per seed: how much ``treated`` improves on ``base`` in the claim's direction."""
+    if metric == "mia_member":
+        return base.mia_member - treated.mia_member
+    if metric == "abs_rUA":
+        return base.abs_rUA - treated.abs_rUA
+    if metric == "epochs_to_target":  # never reached counts as one epoch past the run's last
+        def epochs(row: pd.Series) -> float:
+            return row.epochs_to_target if row.reached else float(row.epochs) + 1
+        return epochs(base) - epochs(treated)
+    if metric == "time_ratio":
+        if not base.unlearn_s > 0:
+            return math.nan
+        return MANAGEABLE_TIME_RATIO - treated.unlearn_s / base.unlearn_s
+    raise ValueError(f"Unknown metric {metric!r}.")
+
+
+_CLAIM_METRICS: dict[str, tuple[str, ...]] = {
+    "lower_mia": ("mia_member",), "better_rua": ("abs_rUA",), "faster": ("epochs_to_target",),
+    "time": ("time_ratio",), "beats_baselines": ("mia_member", "abs_rUA", "epochs_to_target"),
+}
+
+_COMPARISON_COLUMNS = ["claim", "scale", "protocol", "dataset", "model", "scenario", "method",
+                       "lr", "addon", "p", "renorm", "baseline", "metric", "seeds", "diverged",
+                       "treated_mean", "baseline_mean", "improvement", "se", "spread", "threshold",
+                       "verdict"]
+
+
+def _compare(claim: str, metric: str, treated: pd.DataFrame, base: pd.DataFrame,
+             baseline: str) -> dict[str, Any]:
+    """One comparison of a treated setting with a baseline setting, paired by seed."""
+    ok_t, ok_b = treated[~treated.diverged], base[~base.diverged]
+    pairs = ok_t.merge(ok_b, on="seed", suffixes=("", "_b"))
+    improvements, spreads = [], []
+    for _, pair in pairs.iterrows():
+        b = pd.Series({k[:-2]: pair[k] for k in pair.index if k.endswith("_b")})
+        improvements.append(_improvement(metric, b, pair))
+        spreads += [pair.mia_subset_sd, b.mia_subset_sd]
+    spreads = [s for s in spreads if not math.isnan(s)]
+    spread = math.sqrt(sum(s * s for s in spreads) / len(spreads)) if spreads else math.nan
+    if metric != "mia_member":
+        spread = 0.0
+    outcome, mean, se, n = verdict(improvements, spread)
+    value = {"time_ratio": "unlearn_s"}.get(metric, metric)
+    first = treated.iloc[0]
+    return {
+        "claim": claim, **{k: first[k] for k in ("scale", "protocol", "dataset", "model",
+                                                    "scenario", "method", "lr", "addon", "p",
+                                                    "renorm")},
+        "baseline": baseline, "metric": metric, "seeds": n,
+        "diverged": int(treated.diverged.sum() + base.diverged.sum()),
+        "treated_mean": float(ok_t[value].mean()) if len(ok_t) else math.nan,
+        "baseline_mean": float(ok_b[value].mean()) if len(ok_b) else math.nan,
+        "improvement": mean, "se": se, "spread": spread,
+        "threshold": max(2 * se, 0.0 if math.isnan(spread) else spread) if n > 1 else math.nan,
+        "verdict": outcome,
+    }
+
+
+def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison behind the paper's claims (:data:`CLAIMS`), with its verdict.
+
+    Claims ``lower_mia``, ``better_rua``, ``faster`` and ``time`` compare each setting with one
+    of :data:`PAPER_ADDONS` with the same setting without add-on (same protocol, data, model,
+    scenario, method and learning rate). ``beats_baselines`` compares each SRL or NGPlus setting
+    with one of them against SalUn (SRL with SalUn's mask, the authors' per-step one or the
+    static one, whichever the protocol ran), and each SRL one also against NGPlus without
+    add-on (NGPlus with an add-on against NGPlus is what the other claims test), on the MIA,
+    ``|rUA|`` and epochs to the target UA. Pairs are by seed (:func:`verdict`).
+
+    Returns:
+        One row per claim, setting, baseline and metric: the setting's columns, ``baseline``
+        (``"none"``, ``"SalUn"`` or ``"NGPlus"``), ``metric``, ``seeds`` (pairs compared),
+        ``diverged`` (runs of either side left out), ``treated_mean`` and ``baseline_mean``
+        (the metric's means; the unlearning seconds for ``time``), ``improvement`` (the mean
+        improvement in the claimed direction), ``se``, ``spread``, ``threshold`` and
+        ``verdict``.
+    """
+    rows: list[dict[str, Any]] = []
+    if runs.empty:
+        return pd.DataFrame(columns=_COMPARISON_COLUMNS)
+    settings = {key: group for key, group in runs.groupby("setting", sort=False)}
+    nones = {group.iloc[0].base_key: group for group in settings.values()
+             if group.iloc[0].addon == "none"}
+    for group in settings.values():
+        first = group.iloc[0]
+        if first.addon not in PAPER_ADDONS:
+            continue
+        base = nones.get(first.base_key)
+        if base is None:
+            continue
+        for claim in ("lower_mia", "better_rua", "faster", "time"):
+            for metric in _CLAIM_METRICS[claim]:
+                rows.append(_compare(claim, metric, group, base, "none"))
+    where = ("scale", "protocol", "dataset", "model", "scenario")
+    for group in settings.values():
+        first = group.iloc[0]
+        if first.addon not in PAPER_ADDONS or first.base_method not in ("srl", "ngplus"):
+            continue
+        for base in settings.values():
+            b = base.iloc[0]
+            if any(b[k] != first[k] for k in where) or b.renorm:
+                continue
+            if b.base_method == "srl" and b.addon in ("salun", "salun_step"):
+                name = "SalUn"
+            elif b.base_method == "ngplus" and b.addon == "none" and first.base_method == "srl":
+                name = "NGPlus"  # NGPlus with an add-on against NGPlus: the claims above
+            else:
+                continue
+            for metric in _CLAIM_METRICS["beats_baselines"]:
+                rows.append(_compare("beats_baselines", metric, group, base, name))
+    return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
+
+
+def claim_verdicts(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """The verdict of each claim per scale and protocol, over its comparisons (module rule).
+
+    Returns:
+        One row per claim (in :data:`CLAIMS` order), scale and protocol: ``claim``,
+        ``statement``, ``scale``, ``protocol``, ``verdict`` (one of :data:`VERDICTS`, or
+        ``"not tested"`` when no comparison has two seeds yet), ``holds``, ``does_not_hold``,
+        ``mixed`` (counts over the comparisons with at least two seeds), ``counted`` (their
+        number) and ``one_seed`` (comparisons left out for having fewer than two seeds).
+        Claims without any comparison are absent.
+    """
+    columns = ["claim", "statement", "scale", "protocol", "verdict", "holds", "does_not_hold",
+               "mixed", "counted", "one_seed"]
+    rows = []
+    if comparisons.empty:
+        return pd.DataFrame(columns=columns)
+    for claim in CLAIMS:
+        part = comparisons[comparisons.claim == claim]
+        for (scale, protocol), group in part.groupby(["scale", "protocol"], sort=True):
+            counted = group[group.seeds >= 2]
+            counts = {v: int((counted.verdict == v).sum()) for v in VERDICTS}
+            n = len(counted)
+            if not n:
+                outcome = "not tested"
+            elif counts["holds"] > n / 2 and counts["does not hold"] == 0:
+                outcome = "holds"
+            elif n and counts["does not hold"] > n / 2 and counts["holds"] == 0:
+                outcome = "does not hold"
+            else:
+                outcome = "mixed"
+            rows.append({"claim": claim, "statement": CLAIMS[claim], "scale": scale,
+                         "protocol": protocol, "verdict": outcome, "holds": counts["holds"],
+                         "does_not_hold": counts["does not hold"], "mixed": counts["mixed"],
+                         "counted": n, "one_seed": int(len(group) - n)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def verdict_table(verdicts: pd.DataFrame, bold: bool = False) -> pd.DataFrame:
+    """The verdict table in short: one row per claim, one column per protocol and scale, each
+    cell the verdict and its counts (e.g. ``"mixed (3 hold, 1 not, 16 unclear)"``, or ``"not
+    tested yet (2 comparisons with one seed)"``); ``bold`` puts the verdict in Markdown bold.
+
+    Args:
+        verdicts: a :func:`claim_verdicts` table.
+        bold: mark the verdict ``**...**`` (for Markdown).
+
+    Returns:
+        Index: the claims' statements (:data:`CLAIMS`); columns ``"<protocol>, <scale>"``;
+        empty when ``verdicts`` is.
+    """
+    if verdicts.empty:
+        return pd.DataFrame()
+    cols = sorted({(s, p) for s, p in zip(verdicts.scale, verdicts.protocol)})
+    table = {}
+    for claim in CLAIMS:
+        part = verdicts[verdicts.claim == claim]
+        if part.empty:
+            continue
+        cells = {}
+        for scale, protocol in cols:
+            row = part[(part.scale == scale) & (part.protocol == protocol)]
+            head = f"{PROTOCOL_NAMES.get(protocol, protocol)}, {scale}"
+            if row.empty:
+                cells[head] = "–"
+                continue
+            r = row.iloc[0]
+            if r.verdict == "not tested":
+                plural = "s" if r.one_seed != 1 else ""
+                cells[head] = f"not tested yet ({r.one_seed} comparison{plural} with one seed)"
+            else:
+                word = f"**{r.verdict}**" if bold else r.verdict
+                cells[head] = (f"{word} ({r.holds} hold, {r.does_not_hold} not, "
+                               f"{r.mixed} unclear)")
+        table[CLAIMS[claim]] = cells
+    return pd.DataFrame.from_dict(table, orient="index")
+
+
+def verdict_markdown(verdicts: pd.DataFrame, status: Mapping[str, str] | None = None) -> str:
+    """:func:`verdict_table` as a Markdown table (for a page's ``{include}``), with ``status``
+    lines (e.g. ``{"cpu-authors": "12 of 84 configurations recorded"}``) said under it."""
+    table = verdict_table(verdicts, bold=True)
+    if table.empty:
+        text = "No claim can be tested yet: no comparison has been recorded.\n"
+    else:
+        lines = ["| claim | " + " | ".join(table.columns) + " |",
+                 "|---" * (len(table.columns) + 1) + "|"]
+        lines += [f"| {claim} | " + " | ".join(row) + " |" for claim, row in table.iterrows()]
+        text = "\n".join(line.replace("D_f", "$D_f$") for line in lines) + "\n"
+    if status:
+        text += "\n" + "; ".join(f"`{name}`: {line}" for name, line in status.items()) + ".\n"
+    return text
+
+
+def mia_spread_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """How much of the differences between add-ons the attack's member sets can explain.
+
+    For each scale, protocol, scenario and method (diverged runs left out): ``addons``
+    compared, ``largest_difference`` (the largest minus the smallest add-on's mean member
+    rate), ``subset_sd`` and ``subset_range`` (the member-subset standard deviation and range
+    of one run's member rate, averaged over the runs), and ``pairs_beyond`` / ``pairs``: the
+    pairs of add-ons whose means differ by more than the member-subset standard deviation.
+    """
+    columns = ["scale", "protocol", "scenario", "method", "mia_feature", "addons",
+               "largest_difference", "subset_sd", "subset_range", "pairs_beyond", "pairs"]
+    ok = runs[~runs.diverged] if not runs.empty else runs
+    rows = []
+    if ok.empty:
+        return pd.DataFrame(columns=columns)
+    for key, group in ok.groupby(["scale", "protocol", "scenario", "method", "mia_feature"],
+                                 sort=True):
+        means = group.groupby("setting").mia_member.mean().dropna().to_numpy()
+        sd = float(group.mia_subset_sd.mean())
+        diffs = [abs(a - b) for i, a in enumerate(means) for b in means[i + 1:]]
+        rows.append({**dict(zip(columns[:5], key)), "addons": len(means),
+                     "largest_difference": float(means.max() - means.min()) if len(means)
+                     else math.nan,
+                     "subset_sd": sd, "subset_range": float(group.mia_subset_range.mean()),
+                     "pairs_beyond": int(sum(d > sd for d in diffs)) if not math.isnan(sd)
+                     else 0,
+                     "pairs": len(diffs)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def mia_agreement(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The merged SVM attack against SalUn's full one (``tools/check_mia_merge.py``'s file).
+
+    Args:
+        path: ``results/checks/mia_merge.json`` (``{"rows": [{model, feature, full, merged,
+            full_s, merged_s}, ...]}``; relative paths from the repository root); a missing
+            file gives empty tables.
+
+    Returns:
+        ``(rows, by_feature)``: every row with ``difference`` = ``|full - merged|`` (points)
+        and ``speedup`` = ``full_s / merged_s``; and per feature the ``models``, the
+        ``max_difference``, the ``mean_difference`` and the ``speedup`` of the summed times.
+    """
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = ROOT / path
+    cols = ["model", "feature", "full", "merged", "full_s", "merged_s", "difference", "speedup"]
+    try:
+        rows = json.loads(path.read_text()).get("rows", [])
+    except (OSError, ValueError, AttributeError):
+        rows = []
+    table = pd.DataFrame(rows, columns=cols[:6])
+    table["difference"] = (table.full - table.merged).abs()
+    table["speedup"] = table.full_s / table.merged_s
+    by = pd.DataFrame(columns=["feature", "models", "max_difference", "mean_difference",
+                               "speedup"])
+    if len(table):
+        by = (table.groupby("feature", sort=False)
+              .agg(models=("model", "nunique"), max_difference=("difference", "max"),
+                   mean_difference=("difference", "mean"), full_s=("full_s", "sum"),
+                   merged_s=("merged_s", "sum"))
+              .reset_index())
+        by["speedup"] = by.full_s / by.merged_s
+        by = by.drop(columns=["full_s", "merged_s"])
+    return table, by
+
+
+#: The columns of :func:`results_table`: summary metric -> header.
+RESULT_COLUMNS: dict[str, str] = {"UA": "UA", "ua_travel": "UA travelled", "RA": "RA",
+                                  "TA": "TA", "MIA": "MIA-eff.",
+                                  "mia_member": "MIA member", "mia_subset_sd": "member-set sd",
+                                  "avg_gap": "Avg. Gap", "rUA": "rUA", "FID": "FID"}
+
+
+#: Three views of :func:`results_table` that fit a page's width: accuracy; membership and the
+#: gaps to the retrained model; convergence and cost.
+RESULT_VIEWS: dict[str, list[str]] = {
+    "accuracy": ["UA", "UA travelled", "RA", "TA"],
+    "MIA and gaps to the retrained model": ["MIA-eff.", "MIA member", "member-set sd",
+                                            "Avg. Gap", "rUA", "FID"],
+    "convergence and cost": ["lr", "to target", "diverged", "s / run", "seeds"],
+}
+
+
+def results_table(runs: pd.DataFrame, references: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """The final metrics of one protocol and scenario as a display table, mean ± sd over seeds.
+
+    Rows (index ``setting``): the retrained and the original model first (the references),
+    then each method and add-on. Columns: ``lr``, :data:`RESULT_COLUMNS` (percent; ``rUA`` in
+    points; ``MIA-eff.`` SalUn's efficacy, ``MIA member`` the authors' member rate), ``to
+    target`` (the seeds that reached the retrained model's UA within 1 point, of those that did
+    not diverge, and their mean epoch), ``diverged`` (runs), ``s / run`` (unlearning seconds)
+    and ``seeds``; :data:`RESULT_VIEWS` splits them in three.
+    """
+    out = []
+    for kind in ("retrained", "original"):
+        part = references[references.reference == kind]
+        row = {"setting": kind + " model", "lr": ""}
+        for m, head in RESULT_COLUMNS.items():
+            values = part[m].dropna() if m in part else pd.Series(dtype=float)
+            row[head] = ("–" if values.empty
+                         else f"{values.mean():.{digits}f}" if len(values) == 1
+                         else f"{values.mean():.{digits}f}\u00a0±\u00a0"
+                              f"{values.std(ddof=1):.{digits}f}")
+        if kind == "retrained":
+            row["Avg. Gap"] = "0"
+        row.update({"UA travelled": "100" if kind == "retrained" else "0", "to target": "",
+                    "diverged": "", "s / run": "", "seeds": str(len(part))})
+        out.append(row)
+    summary = summarize(runs)
+    cells = format_mean_sd(summary, list(RESULT_COLUMNS) + ["unlearn_s"], digits)
+    for (_, s), (_, c) in zip(summary.iterrows(), cells.iterrows()):
+        name = _setting_name(s) + (f" (p = {s.p:g})" if not pd.isna(s.p) else "")
+        row = {"setting": name, "lr": "" if pd.isna(s.lr) else f"{s.lr:g}"}
+        row.update({head: c[m] for m, head in RESULT_COLUMNS.items()})
+        done = s.seeds - s.diverged
+        epochs = ("" if pd.isna(s.epochs_to_target_mean)
+                  else f", epoch {s.epochs_to_target_mean:.{digits}f}")
+        row["to target"] = f"{s.reached}/{done}{epochs}"
+        row["diverged"] = str(int(s.diverged))
+        row["s / run"] = c["unlearn_s"]
+        row["seeds"] = str(int(s.seeds))
+        out.append(row)
+    columns = ["setting", "lr"] + list(RESULT_COLUMNS.values()) + ["to target", "diverged",
+                                                                   "s / run", "seeds"]
+    return pd.DataFrame(out, columns=columns).set_index("setting").rename_axis(None)
+
+
+def show(table: pd.DataFrame, digits: int = 1) -> Any:
+    """A table as pages show it: without its integer index, numbers to ``digits`` decimals,
+    missing values as ``"–"`` (a pandas ``Styler``)."""
+    return table.style.hide(axis="index").format(precision=digits, na_rep="–")
+
+
+def _setting_name(row: Mapping[str, Any]) -> str:
+    """``"SRL + PROB"``: a run's method and add-on as pages name them."""
+    method, addon = row["method"], row["addon"]
+    name = f"{METHOD_NAMES.get(method, method)} + {ADDON_NAMES.get(addon, addon)}"
+    if row.get("renorm"):
+        name += " renorm"
+    return name
+
+
+def convergence_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Epochs to the retrained model's UA (within 1 point), per setting and scenario.
+
+    Returns:
+        Rows: method + add-on (with its protocol); columns: scenarios; cells ``"k/n: e"``, the
+        ``k`` runs of ``n`` that did not diverge and reached the target, and their mean epoch
+        ``e`` (``"k/n"`` alone when none did).
+    """
+    summary = summarize(runs, ("epochs_to_target",))
+    if summary.empty:
+        return pd.DataFrame()
+    cells = {}
+    for _, s in summary.iterrows():
+        done = s.seeds - s.diverged
+        text = f"{s.reached}/{done}"
+        if not pd.isna(s.epochs_to_target_mean):
+            text += f": {s.epochs_to_target_mean:.1f}"
+        key = (PROTOCOL_NAMES.get(s.protocol, s.protocol), _setting_name(s))
+        cells.setdefault(key, {})[s.scenario] = text
+    table = pd.DataFrame.from_dict(cells, orient="index").fillna("–")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["protocol", "method + add-on"])
+    return table
+
+
+def diverged_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The diverged runs as pages show them: protocol, scenario, method + add-on, learning
+    rate, seed and the epoch in which the loop stopped."""
+    columns = ["protocol", "scenario", "setting", "lr", "seed", "stopped in epoch"]
+    part = runs[runs.diverged] if not runs.empty else runs
+    rows = [{"protocol": PROTOCOL_NAMES.get(r.protocol, r.protocol), "scenario": r.scenario,
+             "setting": _setting_name(r), "lr": f"{r.lr:g}", "seed": int(r.seed),
+             "stopped in epoch": int(r.diverged_epoch)} for _, r in part.iterrows()]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def claim_evidence(comparisons: pd.DataFrame, claim: str, digits: int = 2) -> pd.DataFrame:
+    """The comparisons of one claim as a display table, one row per comparison.
+
+    Columns: protocol, scenario, ``treated`` (method + add-on), ``baseline``, ``metric``,
+    ``seeds``, the two means, ``improvement ± SE``, ``spread`` (the MIA's member-subset spread,
+    blank for other metrics) and ``verdict``; comparisons with one seed are marked ``(1 seed)``.
+    """
+    part = comparisons[comparisons.claim == claim]
+    rows = []
+    for _, c in part.iterrows():
+        se = "" if pd.isna(c.se) else f" ± {c.se:.{digits}f}"
+        rows.append({
+            "protocol": PROTOCOL_NAMES.get(c.protocol, c.protocol), "scenario": c.scenario,
+            "treated": _setting_name(c), "baseline": c.baseline, "metric": c.metric,
+            "seeds": int(c.seeds), "baseline mean": round(c.baseline_mean, digits),
+            "treated mean": round(c.treated_mean, digits),
+            "improvement": ("–" if pd.isna(c.improvement)
+                            else f"{c.improvement:.{digits}f}{se}"),
+            "spread": "" if c.metric != "mia_member" or pd.isna(c.spread)
+            else f"{c.spread:.{digits}f}",
+            "verdict": c.verdict + (" (1 seed)" if c.seeds < 2 else ""),
+        })
+    columns = ["protocol", "scenario", "treated", "baseline", "metric", "seeds", "baseline mean",
+               "treated mean", "improvement", "spread", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def authors_comparison(runs: pd.DataFrame) -> pd.DataFrame:
+    """The authors' public table (:data:`AUTHORS_TABLE`) beside the same settings measured here.
+
+    Their table gives OPT and focus + OPT for NGPlus and SRL (no plain baseline). For each, the
+    means here under the authors' protocol (random forgetting, the runs that did not diverge):
+    the member rate (the feature recorded: ``entropy`` as theirs where present), ``rUA`` and
+    seconds per epoch; theirs: MIA-entropy member rate (percent), ``rUA`` and RTE.
+    """
+    rows = []
+    here = runs[(runs.protocol == "authors") & runs.scenario.str.startswith("random")
+                & ~runs.diverged] if not runs.empty else runs
+    for ref in AUTHORS_TABLE:
+        part = here[(here.base_method == ref["method"]) & (here.addon == ref["addon"])] \
+            if len(here) else here
+        features = sorted(set(part.mia_feature)) if len(part) else []
+        rows.append({
+            "setting": f"{METHOD_NAMES[ref['method']]} + {ADDON_NAMES[ref['addon']]}",
+            "their MIA-entropy member (%)": ref["MIA_entropy"], "their rUA": ref["rUA"],
+            "their s / epoch": ref["RTE"],
+            "runs here": len(part),
+            "MIA member here (%)": round(part.mia_member.mean(), 2) if len(part) else math.nan,
+            "feature here": ", ".join(features) or "–",
+            "rUA here": round(part.rUA.mean(), 2) if len(part) else math.nan,
+            "s / epoch here": round(part.epoch_s.mean(), 3) if len(part) else math.nan,
+        })
+    return pd.DataFrame(rows).set_index("setting").rename_axis(None)
+
+
+def departures_table(configs: Sequence[Config]) -> pd.DataFrame:
+    """The authors' setting beside this grid's, aspect by aspect.
+
+    The authors' column is their public code (owl1996/UnlearningFocusVector: ``base_params.txt``,
+    ``params.txt``, ``array_param_file.py``, ``arg_parser.py``, ``unlearn/``, ``evaluation/``);
+    the other column is read from the configurations (resolved values), so a changed grid
+    changes the table.
+
+    Args:
+        configs: the configurations of a grid under the authors' protocol (non-empty).
+
+    Returns:
+        Columns ``aspect``, ``authors' code`` and ``here``.
+    """
+    from feasible.experiment import SCALES
+    from feasible.unlearn import relevant_fields
+
+    first = configs[0]
+    scale = SCALES[first.scale]
+    recipe = first.train_config()
+    resolved = relevant_fields(first.unlearn_config())
+
+    def values(name: str) -> str:
+        found = list(dict.fromkeys(str(getattr(c, name)) for c in configs))
+        return ", ".join(found)
+
+    scenarios = list(dict.fromkeys(_scenario(c.to_dict()) for c in configs))
+    subset = scale.train_subset.get(first.dataset)
+    rows = [
+        ("data", "CIFAR-10 (and SVHN), the whole training set",
+         f"{values('dataset')}" + (f", a stratified {subset:,}-image training subset"
+                                     if subset else ", the whole training set")),
+        ("model", "VGG16-BN (and ResNet18)", values("model")
+         + (f" (width {recipe.width})" if recipe.width else "")),
+        ("original model", "SGD lr 0.1, momentum 0.9, wd 5e-4, batch 256, 100 epochs",
+         f"SGD lr {recipe.lr:g}, momentum {recipe.momentum:g}, wd {recipe.weight_decay:g}, "
+         f"batch {recipe.batch_size}, {recipe.epochs} epochs ({recipe.schedule})"),
+        ("forget set", "4,500 random samples (10 %); class 0: 450 to 3,500 of its samples",
+         "; ".join(scenarios) + (" (class: every training image of the class)"
+                                 if any(s.startswith("class") for s in scenarios) else "")),
+        ("base methods", "NGPlus, SRL (and SCRUB, FT, ...)", values("method")),
+        ("add-ons", "SalUn per step, PROB p = 0.3 and 0.5 (AND), focus, OPT, focus + OPT",
+         values("addon")),
+        ("optimiser", "Adam, lr 1e-4", f"{values('optimizer')}, lr {values('lr')}"),
+        ("epochs", "30 passes over D_f", f"{values('epochs')} passes over D_f"),
+        ("batch size", "256 (sweep 32 to 512)", values("batch_size")),
+        ("beta (weight of the retain loss)", "0.95", f"{resolved.get('beta')}"),
+        ("gradient noise", "running second moment, rho = 0.9", values("noise")),
+        ("masks", "leaky: gradient zeroed before Adam's step", values("mask_mode")),
+        ("seeds", "1 to 6", ", ".join(dict.fromkeys(str(c.seed) for c in configs))),
+        ("MIA", "SalUn's SVM (C = 3, RBF), members the first |test| retain samples, full fit",
+         "the same SVM and members; equal values rounded to 1e-4 merged with counts as weights; "
+         "the member rate also over 5 other member sets"),
+        ("UA", "their 'UA' is Acc(D_f)", "UA = 100 - Acc(D_f) (SalUn's); rUA, FID as theirs"),
+        ("time", "seconds per epoch, on a GPU",
+         "unlearning seconds per epoch, evaluation excluded, 2 runs on a 2-core CPU"),
+    ]
+    return pd.DataFrame(rows, columns=["aspect", "authors' code", "here"])
+
+
+def data_sources(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The dataset copies the records read (as each record names it), with their sizes and how
+    many records read each."""
+    rows = [{"dataset": r["data"].get("dataset"), "source": r["data"].get("source"),
+             "train images": r["data"].get("train_size"),
+             "test images": r["data"].get("test_size")} for r in records]
+    columns = ["dataset", "source", "train images", "test images"]
+    table = pd.DataFrame(rows, columns=columns)
+    if table.empty:
+        return table.assign(records=pd.Series(dtype=int))
+    return table.value_counts().rename("records").reset_index()
+
+
+def environment_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The environments the records were computed in, with how many records each."""
+    keys = ("torch", "python", "device", "device_name", "threads", "git_commit", "git_dirty")
+    rows = [{k: (r.get("environment") or {}).get(k) for k in keys} for r in records]
+    table = pd.DataFrame(rows, columns=list(keys))
+    if table.empty:
+        return table.assign(records=pd.Series(dtype=int))
+    table["git_commit"] = table.git_commit.str[:10]
+    return (table.astype(str).value_counts().rename("records").reset_index()
+            .sort_values("records", ascending=False, kind="stable").reset_index(drop=True))
+
+
+def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Measured seconds per run from the records' timings, by scale, protocol and method.
+
+    Columns: ``runs``, ``total_s`` (sum of the runs' totals), ``median_run_s``, ``unlearn_s`` and
+    ``evaluate_s`` (sums: unlearning; per-epoch and final evaluation), and ``train_s`` (the
+    training of the distinct original and retrained models the runs used, when they were made).
+    """
+    rows, trained = [], {}
+    for r in records:
+        t, c = r.get("timings") or {}, r["config"]
+        rows.append({"scale": c.get("scale"), "protocol": c.get("protocol"),
+                     "method": c.get("method"), "total_s": _num(t.get("total_s")),
+                     "unlearn_s": _num(t.get("unlearn_s")),
+                     "evaluate_s": _num(t.get("evaluate_epochs_s"))
+                     + _num(t.get("evaluate_references_s"))})
+        for kind in ("original", "retrained"):
+            key = (r.get(kind, {}).get("train") or {}).get("key")
+            if key:
+                trained[(c.get("scale"), c.get("protocol"), c.get("method"), key)] = _num(
+                    t.get(f"train_{kind}_trained_in_s"))
+    columns = ["scale", "protocol", "method", "runs", "total_s", "median_run_s", "unlearn_s",
+               "evaluate_s", "train_s"]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    out = (table.groupby(["scale", "protocol", "method"])
+           .agg(runs=("total_s", "size"), total_s=("total_s", "sum"),
+                median_run_s=("total_s", "median"), unlearn_s=("unlearn_s", "sum"),
+                evaluate_s=("evaluate_s", "sum")).reset_index())
+    train = pd.Series(trained, dtype=float)
+    out["train_s"] = [train[(train.index.get_level_values(0) == s)
+                            & (train.index.get_level_values(1) == p)
+                            & (train.index.get_level_values(2) == m)].sum() if len(train) else 0.0
+                      for s, p, m in zip(out.scale, out.protocol, out.method)]
+    return out[columns]
+
+
+def at_addon_lr(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``table`` (runs or curves of one protocol, scenario and method) at the
+    learning rate the add-ons ran at (the most common among runs with an add-on; all rows when
+    there is no add-on), so that a learning-rate sweep of the method without add-on does not
+    mix into a figure of add-ons."""
+    if table.empty:
+        return table
+    with_addon = table[table.addon != "none"]
+    lrs = (with_addon if len(with_addon) else table).lr.dropna()
+    if lrs.empty:
+        return table
+    return table[table.lr == lrs.mode().iloc[0]]
+
+
+# --- figures (matplotlib is imported when a figure is drawn) --------------------------------
+
+#: The panels of :func:`plot_epochs`: column of :func:`epoch_curves` -> axis label.
+EPOCH_PANELS: dict[str, str] = {"UA": "UA = 100 - Acc($D_f$) (%)", "RA": "RA = Acc($D_r$) (%)",
+                                "TA": "TA = Acc(test) (%)",
+                                "mia_member": "MIA: $D_f$ called member (%)",
+                                "epoch_s": "time per epoch (s)"}
+
+
+def _style() -> None:
+    import matplotlib as mpl
+
+    mpl.rcParams.update({"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11,
+                         "legend.fontsize": 10, "xtick.labelsize": 10, "ytick.labelsize": 10})
+
+
+def plot_epochs(curves: pd.DataFrame, references: pd.DataFrame, title: str,
+                addons: Sequence[str] = FIG5_ADDONS) -> Any:
+    """UA, RA, TA, MIA member rate and time per epoch of each add-on, seeds as bands.
+
+    The paper's Fig. 5 redrawn for one protocol, scenario and method: per add-on, the mean over
+    the seeds that did not diverge (line) and their range (band); a diverged run as a thin
+    dashed line ending in a cross; the retrained model (dashed) and the original (dotted) as
+    references.
+
+    Args:
+        curves: :func:`epoch_curves` rows of one protocol, scenario and method.
+        references: :func:`references_table` rows of the same protocol and scenario.
+        title: the figure's title.
+        addons: the add-ons drawn, in legend order (those absent from ``curves`` skipped).
+
+    Returns:
+        The matplotlib figure (3 x 2 panels, the last one the legend).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    _style()
+    fig, axes = plt.subplots(3, 2, figsize=(7.2, 8.4), constrained_layout=True)
+    handles = []
+    present = [a for a in addons if a in set(curves.addon)]
+    for addon in present:
+        part = curves[curves.addon == addon]
+        colour = PALETTE.get(addon, "#999999")
+        ok = part[~part.diverged]
+        for ax, metric in zip(axes.flat, EPOCH_PANELS):
+            if len(ok):
+                stats = ok.groupby("epoch")[metric].agg(["mean", "min", "max"]).dropna()
+                ax.plot(stats.index, stats["mean"], color=colour, lw=1.8)
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=colour,
+                                alpha=0.18, lw=0)
+            for _, run in part[part.diverged].groupby("seed"):
+                line = run.dropna(subset=[metric])
+                if len(line):
+                    ax.plot(line.epoch, line[metric], color=colour, lw=0.8, ls="--")
+                    ax.plot(line.epoch.iloc[-1], line[metric].iloc[-1], "x", color=colour, ms=8)
+        handles.append(Line2D([], [], color=colour, lw=2, label=ADDON_NAMES.get(addon, addon)))
+    for ax, (metric, label) in zip(axes.flat, EPOCH_PANELS.items()):
+        if metric in references and len(references):
+            for kind, style in (("retrained", "--"), ("original", ":")):
+                value = references.loc[references.reference == kind, metric].mean()
+                if not pd.isna(value):
+                    ax.axhline(value, color="#555555", ls=style, lw=1)
+        ax.set_xlabel("unlearning epoch")
+        ax.set_ylabel(label)
+    handles += [Line2D([], [], color="#555555", ls="--", lw=1, label="retrained model"),
+                Line2D([], [], color="#555555", ls=":", lw=1, label="original model"),
+                Line2D([], [], color="#555555", ls="--", lw=0.8, marker="x",
+                       label="diverged run")]
+    axes.flat[-1].axis("off")
+    axes.flat[-1].legend(handles=handles, loc="center", frameon=False, title="add-on")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_comparisons(comparisons: pd.DataFrame, title: str) -> Any:
+    """Each comparison's mean improvement with ±2 SE (bars) and the MIA spread (grey), by
+    verdict colour: a forest plot of one claim for one protocol (right of 0: as claimed)."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    colours = {"holds": "#009E73", "does not hold": "#D55E00", "mixed": "#999999"}
+    markers = {"holds": "o", "does not hold": "s", "mixed": "D"}
+    rows = comparisons.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.4), constrained_layout=True)
+    labels = []
+    for i, row in rows.iterrows():
+        y = len(rows) - 1 - i
+        spread = row.spread if row.metric == "mia_member" and not pd.isna(row.spread) else 0
+        if spread:
+            ax.plot([-spread, spread], [y, y], color="#DDDDDD", lw=6, solid_capstyle="butt")
+        err = 2 * row.se if not pd.isna(row.se) else 0
+        ax.errorbar(row.improvement, y, xerr=err, fmt=markers[row.verdict],
+                    color=colours[row.verdict], ms=5, capsize=2)
+        base = "" if row.baseline == "none" else f" vs {row.baseline}"
+        labels.append(f"{METHOD_NAMES.get(row.method, row.method)} + "
+                      f"{ADDON_NAMES.get(row.addon, row.addon)}{base}, {row.scenario}")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows) - 1, -1, -1), labels)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    units = {"mia_member": "points of MIA", "abs_rUA": "points of |rUA|",
+             "epochs_to_target": "epochs", "time_ratio": "2 - time ratio"}
+    metric = rows.metric.iloc[0] if len(rows) else ""
+    ax.set_xlabel(f"improvement over the baseline ({units.get(metric, metric)}; > 0 as claimed)")
+    ax.set_title(title)
+    return fig
+
+
+def plot_times(runs: pd.DataFrame, title: str) -> Any:
+    """Unlearning seconds per run of each method and add-on (one dot per seed; crosses:
+    diverged), one panel per scenario, from 0."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    scenarios = sorted(set(runs.scenario))
+    panels = max(1, len(scenarios))
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels + 0.6, 3.6), squeeze=False,
+                             constrained_layout=True, sharey=True)
+    methods = sorted(set(runs.method))
+    addons = [a for a in ADDON_NAMES if a in set(runs.addon)]
+    width = 0.8 / max(1, len(addons))
+    for ax, scenario in zip(axes.flat, scenarios):
+        part = runs[runs.scenario == scenario]
+        for j, addon in enumerate(addons):
+            for i, method in enumerate(methods):
+                cell = part[(part.method == method) & (part.addon == addon)]
+                x = i - 0.4 + width * (j + 0.5)
+                for _, run in cell.iterrows():
+                    ax.plot(x, run.unlearn_s, "x" if run.diverged else "o",
+                            color=PALETTE.get(addon, "#999999"), ms=4)
+        ax.set_xticks(range(len(methods)), [METHOD_NAMES.get(m, m) for m in methods])
+        ax.set_title(scenario)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("unlearning time per run (s)")
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=PALETTE.get(a, "#999999"), marker="o", ls="",
+                      label=ADDON_NAMES.get(a, a)) for a in addons]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4),
+               frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_verdict_grid(comparisons: pd.DataFrame, title: str) -> Any:
+    """The verdicts of many comparisons at a glance: rows the treated settings, columns the
+    scenario, baseline and metric, each cell coloured by verdict and labelled with the mean
+    improvement (in the metric's unit; > 0 as claimed)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    _style()
+    short = {"mia_member": "MIA", "abs_rUA": "|rUA|", "epochs_to_target": "epochs",
+             "time_ratio": "time"}
+    several = comparisons.scenario.nunique() > 1
+    table = comparisons.assign(
+        row=[_setting_name(r) for _, r in comparisons.iterrows()],
+        col=[(f"{r.scenario}\n" if several else "")
+             + f"vs {r.baseline}\n{short.get(r.metric, r.metric)}"
+             for _, r in comparisons.iterrows()])
+    rows = list(dict.fromkeys(table.row))
+    cols = list(dict.fromkeys(table.col))
+    code = {"holds": 0, "does not hold": 1, "mixed": 2}
+    grid = np.full((len(rows), len(cols)), np.nan)
+    fig, ax = plt.subplots(figsize=(0.95 * len(cols) + 2.6, 0.42 * len(rows) + 1.9),
+                           constrained_layout=True)
+    for _, r in table.iterrows():
+        i, j = rows.index(r.row), cols.index(r.col)
+        grid[i, j] = code[r.verdict]
+        text = "–" if pd.isna(r.improvement) else f"{r.improvement:.1f}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=10,
+                color="white" if r.verdict != "mixed" else "black")
+    cmap = ListedColormap(["#009E73", "#D55E00", "#DDDDDD"])
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-0.5, vmax=2.5, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, fontsize=10)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.tick_params(length=0)
+    fig.legend(handles=[Patch(color=c, label=v) for v, c in
+                        zip(VERDICTS, ["#009E73", "#D55E00", "#DDDDDD"])],
+               loc="outside lower center", ncol=3, frameon=False)
+    ax.set_title(title)
+    return fig
+
+
+def plot_lr_sweep(curves: pd.DataFrame, references: pd.DataFrame, title: str) -> Any:
+    """UA per epoch of a method without add-on at each learning rate recorded (seeds as bands),
+    with the retrained (dashed) and original (dotted) models' UA: does the forget accuracy
+    travel from the original's to the retrained model's?"""
+    import matplotlib.pyplot as plt
+
+    _style()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), constrained_layout=True)
+    colours = ["#000000", "#0072B2", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#D55E00"]
+    part = curves[~curves.diverged].dropna(subset=["UA"])
+    for colour, (lr, group) in zip(colours * 3, part.groupby("lr")):
+        stats = group.groupby("epoch").UA.agg(["mean", "min", "max"])
+        ax.plot(stats.index, stats["mean"], color=colour, lw=1.8, marker="o", ms=3,
+                label=f"lr {lr:g}")
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15, lw=0)
+    for kind, style in (("retrained", "--"), ("original", ":")):
+        value = references.loc[references.reference == kind, "UA"].mean()
+        if not pd.isna(value):
+            ax.axhline(value, color="#555555", ls=style, lw=1, label=f"{kind} model")
+    ax.set_xlabel("unlearning epoch")
+    ax.set_ylabel("UA = 100 - Acc($D_f$) (%)")
+    ax.legend(frameon=False, fontsize=9, loc="best")
+    ax.set_title(title)
+    return fig

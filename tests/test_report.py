@@ -1,0 +1,347 @@
+"""feasible.report on hand-made records: tables, a missing record, a diverged run, one seed,
+the verdict rule; and the data inputs of tools/build_book.py's staleness hash."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from feasible import report
+from feasible.experiment import Config, config_hash, write_record
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_record(method="srl_authors", addon="none", seed=0, *, scenario="random",
+                member=50.0, subsets=(49.0, 51.0, 50.0, 52.0, 48.0), rua=5.0, ua=10.0,
+                reached=None, diverged=None, unlearn_s=10.0, epochs=3, protocol="authors",
+                lr=None, entropy=True):
+    """A record shaped like feasible.experiment.run's, with the numbers given."""
+    config = {"scale": "cpu", "dataset": "fashion_mnist", "model": "small_cnn",
+              "protocol": protocol, "method": method, "addon": addon, "seed": seed,
+              "scenario": scenario, "lr": lr, "epochs": epochs, "p": 0.3, "renorm": False,
+              "forget_fraction": 0.1 if scenario == "random" else None,
+              "forget_class": 0 if scenario == "class" else None}
+    feature = "entropy" if entropy else "confidence"
+    final = {"UA": ua, "RA": 99.0, "TA": 90.0, "MIA": 100.0 - member, "avg_gap": 2.0,
+             "rUA": rua, "FID": 90.0, "epochs_to_reach_retrain_ua": reached,
+             "unlearn_wall_time": unlearn_s,
+             "MIA_subsets": {feature: list(subsets)}}
+    if entropy:
+        final["MIA_member_entropy"] = member
+    original = {"UA": 0.0, "RA": 100.0, "TA": 90.0, "MIA": 10.0, "rUA": 10.0,
+                "MIA_subsets": {feature: [90.0] * 5}}
+    if entropy:
+        original["MIA_member_entropy"] = 90.0
+    retrained = {"UA": 10.0, "RA": 100.0, "TA": 90.0, "MIA": 20.0, "rUA": 0.0,
+                 "MIA_subsets": {feature: [80.0] * 5}}
+    if entropy:
+        retrained["MIA_member_entropy"] = 80.0
+    per_epoch = [{"epoch": e, "UA": ua * e / epochs, "RA": 99.0, "TA": 90.0,
+                  "MIA": 100.0 - member, "rUA": rua, "wall_time": unlearn_s / epochs,
+                  "kept_fraction": 0.5, **({"MIA_member_entropy": member} if entropy else {})}
+                 for e in range(1, (diverged or epochs) + 1)]
+    return {"config": config, "final": final, "epochs": per_epoch, "diverged_epoch": diverged,
+            "original": {"metrics": original, "train": {"train_accuracy": 100.0}},
+            "retrained": {"metrics": retrained, "train": {"train_accuracy": 100.0}},
+            "method": {"default_lr": 0.03}, "timings": {"total_s": 2 * unlearn_s},
+            "environment": {"torch": "2", "python": "3.11", "device": "cpu",
+                            "device_name": "x86_64", "threads": 1, "git_commit": "abc",
+                            "git_dirty": False},
+            "data": {"dataset": "fashion_mnist", "source": "Fashion-MNIST, IDX files",
+                     "train_size": 18000, "test_size": 10000}}
+
+
+# --- the verdict rule ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("improvements, spread, expected", [
+    ([1.0, 1.1, 0.9], 0.0, "holds"),            # mean 1 > 2 SE ~ 0.12
+    ([-1.0, -1.1, -0.9], 0.0, "does not hold"),  # the reverse
+    ([1.0, -1.0, 0.5], 0.0, "mixed"),           # within noise
+    ([1.0, 1.1, 0.9], 2.0, "mixed"),            # beyond 2 SE but not beyond the MIA spread
+    ([0.0, 0.0, 0.0], 0.0, "does not hold"),    # no difference at all
+    ([5.0], 0.0, "mixed"),                      # one seed: no standard error
+    ([], 0.0, "mixed"),
+    ([1.0, math.nan, 1.2, 0.8], 0.0, "holds"),  # NaN left out
+])
+def test_verdict_rule(improvements, spread, expected):
+    outcome, mean, se, n = report.verdict(improvements, spread)
+    assert outcome == expected
+    assert n == sum(1 for x in improvements if not math.isnan(x))
+    if n == 1:
+        assert math.isnan(se) and mean == improvements[0]
+
+
+def test_verdict_threshold_is_two_standard_errors():
+    d = [1.0, 3.0]  # mean 2, sd sqrt(2), SE 1: exactly 2 SE is not "more than"
+    assert report.verdict(d)[0] == "mixed"
+    assert report.verdict([1.1, 3.1])[0] == "holds"
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+def test_run_row_reads_the_authors_member_rate_and_its_spread():
+    row = report.run_row(make_record(member=40.0, subsets=(38.0, 42.0, 40.0, 40.0, 40.0)))
+    assert row["mia_feature"] == "entropy" and row["mia_member"] == 40.0
+    assert row["mia_subset_range"] == 4.0
+    assert row["mia_subset_sd"] == pytest.approx(pd.Series([40, 38, 42, 40, 40, 40.0]).std())
+    assert row["abs_rUA"] == 5.0 and row["lr"] == 0.03  # lr None: the method's default
+    assert row["ua_travel"] == pytest.approx(100.0)
+    assert row["scenario"] == "random 10%" and row["base_method"] == "srl"
+    plain = report.run_row(make_record(entropy=False, member=30.0))
+    assert plain["mia_feature"] == "confidence" and plain["mia_member"] == pytest.approx(30.0)
+
+
+def test_diverged_run_is_flagged_counted_and_left_out_of_means():
+    records = [make_record(seed=0, rua=2.0), make_record(seed=1, rua=4.0),
+               make_record(seed=2, rua=math.nan, diverged=2)]
+    records[2]["final"]["rUA"] = None  # stored NaN
+    runs = report.runs_table(records)
+    assert runs.diverged.tolist() == [False, False, True]
+    assert runs.diverged_epoch.iloc[2] == 2
+    summary = report.summarize(runs)
+    assert len(summary) == 1
+    row = summary.iloc[0]
+    assert (row.seeds, row.diverged) == (3, 1)
+    assert row.rUA_mean == 3.0 and row.rUA_sd == pytest.approx(math.sqrt(2))
+    assert len(report.diverged_table(runs)) == 1
+    curves = report.epoch_curves(records)
+    assert curves[curves.seed == 2].epoch.max() == 2  # the diverged run stops at its epoch
+
+
+def test_one_seed_gives_a_mean_without_sd():
+    summary = report.summarize(report.runs_table([make_record(rua=7.0)]))
+    assert summary.iloc[0].rUA_mean == 7.0 and math.isnan(summary.iloc[0].rUA_sd)
+    cells = report.format_mean_sd(summary, ["rUA", "MIA"])
+    assert cells.iloc[0].rUA == "7.0"
+
+
+def test_empty_tables_keep_their_columns():
+    runs = report.runs_table([])
+    assert runs.empty and "mia_member" in runs
+    assert report.summarize(runs).empty
+    assert report.claim_comparisons(runs).empty
+    assert report.claim_verdicts(report.claim_comparisons(runs)).empty
+    verdicts = report.claim_verdicts(report.claim_comparisons(runs))
+    assert "No claim" in report.verdict_markdown(verdicts) and report.verdict_table(verdicts).empty
+    assert report.epoch_curves([]).empty and report.references_table([]).empty
+    assert report.mia_spread_table(runs).empty and report.diverged_table(runs).empty
+    assert report.timing_table([]).empty and report.environment_table([]).empty
+
+
+def test_epoch_curves_start_at_the_original_model():
+    curves = report.epoch_curves([make_record()])
+    start = curves[curves.epoch == 0].iloc[0]
+    assert start.UA == 0.0 and start.mia_member == 90.0 and math.isnan(start.epoch_s)
+    assert curves.epoch.tolist() == [0, 1, 2, 3]
+
+
+def test_references_table_deduplicates_shared_references():
+    refs = report.references_table([make_record(addon="none"), make_record(addon="and")])
+    assert sorted(refs.reference) == ["original", "retrained"]
+    table = report.results_table(report.runs_table([make_record()]), refs)
+    assert table.index[0] == "retrained model" and table.index[2] == "SRL + none"
+    assert all(set(view) <= set(table.columns) for view in report.RESULT_VIEWS.values())
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+def _grid(addon_member, none_member=50.0, seeds=(0, 1, 2), **kw):
+    records = []
+    for seed in seeds:
+        records.append(make_record(addon="none", seed=seed, member=none_member + seed * 0.1,
+                                   subsets=(none_member,) * 5, **kw))
+        records.append(make_record(addon="focus", seed=seed, member=addon_member + seed * 0.1,
+                                   subsets=(addon_member,) * 5, **kw))
+    return report.runs_table(records)
+
+
+def test_lower_mia_holds_beyond_noise_and_spread():
+    comparisons = report.claim_comparisons(_grid(addon_member=40.0))
+    mia = comparisons[comparisons.claim == "lower_mia"].iloc[0]
+    assert mia.verdict == "holds" and mia.seeds == 3
+    assert mia.improvement == pytest.approx(10.0) and mia.baseline == "none"
+    verdicts = report.claim_verdicts(comparisons)
+    row = verdicts[verdicts.claim == "lower_mia"].iloc[0]
+    assert (row.verdict, row.holds, row.counted) == ("holds", 1, 1)
+
+
+def test_member_subset_spread_can_make_a_difference_mixed():
+    runs = _grid(addon_member=49.0)
+    runs["mia_subset_sd"] = 3.0  # the attack moves by more than the difference
+    mia = report.claim_comparisons(runs).query("claim == 'lower_mia'").iloc[0]
+    assert mia.spread == pytest.approx(3.0) and mia.verdict == "mixed"
+
+
+def test_higher_mia_does_not_hold():
+    mia = report.claim_comparisons(_grid(addon_member=60.0)).query("claim == 'lower_mia'")
+    assert mia.iloc[0].verdict == "does not hold"
+
+
+def test_one_seed_comparisons_are_listed_but_not_counted():
+    comparisons = report.claim_comparisons(_grid(addon_member=40.0, seeds=(0,)))
+    mia = comparisons[comparisons.claim == "lower_mia"].iloc[0]
+    assert mia.seeds == 1 and mia.verdict == "mixed"
+    row = report.claim_verdicts(comparisons).query("claim == 'lower_mia'").iloc[0]
+    assert (row.counted, row.one_seed, row.verdict) == (0, 1, "not tested")
+    assert "not tested yet (1 comparison with one seed)" in report.verdict_markdown(
+        report.claim_verdicts(comparisons))
+
+
+def test_diverged_seed_is_left_out_of_the_pairs():
+    records = [make_record(addon="none", seed=s, member=50.0) for s in range(3)]
+    records += [make_record(addon="and", seed=s, member=40.0 + s * 0.1) for s in range(2)]
+    records.append(make_record(addon="and", seed=2, member=math.nan, diverged=1))
+    comparisons = report.claim_comparisons(report.runs_table(records))
+    mia = comparisons[comparisons.claim == "lower_mia"].iloc[0]
+    assert mia.seeds == 2 and mia.diverged == 1 and mia.verdict == "holds"
+
+
+def test_a_missing_baseline_gives_no_comparison():
+    records = [make_record(addon="focus", seed=s) for s in range(3)]
+    assert report.claim_comparisons(report.runs_table(records)).empty
+
+
+def test_convergence_counts_never_as_one_epoch_past_the_last():
+    records = []
+    for seed in range(3):
+        records.append(make_record(addon="none", seed=seed, reached=None, epochs=5))
+        records.append(make_record(addon="prob", seed=seed, reached=2 + seed % 2, epochs=5))
+    comparisons = report.claim_comparisons(report.runs_table(records))
+    faster = comparisons[comparisons.claim == "faster"].iloc[0]
+    assert faster.improvement == pytest.approx(6 - 7 / 3)  # (6-2, 6-3, 6-2) mean
+    assert faster.verdict == "holds"
+
+
+def test_time_claim_uses_the_ratio_to_the_base_method():
+    records = []
+    for seed in range(3):
+        records.append(make_record(addon="none", seed=seed, unlearn_s=10.0))
+        records.append(make_record(addon="opt", seed=seed, unlearn_s=30.0 + seed))
+    time = report.claim_comparisons(report.runs_table(records)).query("claim == 'time'")
+    assert time.iloc[0].verdict == "does not hold"  # three times the base method's time
+
+
+def test_beats_baselines_compares_with_salun_and_ngplus():
+    records = []
+    for seed in range(3):
+        records.append(make_record("srl_authors", "salun_step", seed, member=60.0))
+        records.append(make_record("ngplus_authors", "none", seed, member=55.0))
+        records.append(make_record("srl_authors", "focus", seed, member=40.0 + seed * 0.1))
+    comparisons = report.claim_comparisons(report.runs_table(records))
+    beats = comparisons[comparisons.claim == "beats_baselines"]
+    assert set(beats.baseline) == {"SalUn", "NGPlus"}
+    assert set(beats.metric) == {"mia_member", "abs_rUA", "epochs_to_target"}
+    mia = beats[beats.metric == "mia_member"].set_index("baseline").verdict
+    assert mia["SalUn"] == "holds" and mia["NGPlus"] == "holds"
+
+
+def test_verdict_markdown_is_a_table_per_protocol():
+    runs = pd.concat([_grid(40.0), _grid(40.0, protocol="harness", method="srl")])
+    text = report.verdict_markdown(report.claim_verdicts(report.claim_comparisons(runs)),
+                                   {"cpu-authors": "6 of 6 configurations recorded"})
+    lines = text.splitlines()
+    assert lines[0].startswith("| claim | authors' protocol, cpu | literature's protocol, cpu |")
+    assert all(line.count("|") == 4 for line in lines[:3])  # no stray pipe in a cell
+    assert "6 of 6 configurations recorded" in text
+    table = report.verdict_table(report.claim_verdicts(report.claim_comparisons(runs)))
+    assert list(table.columns) == ["authors' protocol, cpu", "literature's protocol, cpu"]
+    assert table.iloc[0, 0].startswith("holds (")
+
+
+def test_mia_spread_table_compares_addon_differences_with_the_spread():
+    runs = _grid(addon_member=40.0)
+    table = report.mia_spread_table(runs)
+    row = table.iloc[0]
+    assert row.addons == 2 and row.largest_difference == pytest.approx(10.0)
+    assert row.pairs == 1 and row.pairs_beyond == 1
+
+
+# --- files -------------------------------------------------------------------------------------
+
+def _smoke_config(**kw):
+    return Config(scale="smoke", dataset="digits", model="mlp", **kw)
+
+
+def test_load_grid_records_lists_missing_and_unfinished(tmp_path):
+    grid = {"fixed": {"scale": "smoke", "dataset": "digits", "model": "mlp"},
+            "methods": ["srl"], "addons": ["none", "and", "prob"], "seeds": [0]}
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(grid))
+    done, missing, broken = (_smoke_config(method="srl", addon=a, seed=0)
+                             for a in ("none", "and", "prob"))
+    folder = tmp_path / "results" / "smoke"
+    record = make_record()
+    record.update(config=done.to_dict(), hash=config_hash(done))
+    write_record(record, folder / f"{config_hash(done)}.json")
+    (folder / f"{config_hash(broken)}.json").write_text("{not json")
+    loaded = report.load_grid_records(path, results=tmp_path / "results")
+    assert loaded.status == "1 of 3 configurations recorded (1 unfinished files)"
+    assert [c.addon for c in loaded.missing] == ["and", "prob"]
+    assert len(loaded.records) == 1 and loaded.problems[0][0] == f"{config_hash(broken)}.json"
+
+
+def test_grid_configs_expands_sub_grids_with_the_shared_fixed():
+    grid = {"fixed": {"scale": "smoke", "dataset": "digits", "model": "mlp", "epochs": 2},
+            "grids": [{"seeds": [0], "methods": ["ft", "srl"], "addons": ["none"]},
+                      {"seeds": [1], "methods": ["srl"], "addons": ["none", "and"]},
+                      {"seeds": [0], "methods": ["srl"], "addons": ["none"]}]}  # a duplicate
+    configs = report.grid_configs(grid)
+    assert [(c.method, c.addon, c.seed) for c in configs] == [
+        ("ft", "none", 0), ("srl", "none", 0), ("srl", "none", 1), ("srl", "and", 1)]
+    assert all(c.epochs == 2 for c in configs)
+
+
+def test_mia_agreement_reads_the_check_file(tmp_path):
+    rows, by = report.mia_agreement(tmp_path / "absent.json")
+    assert rows.empty and by.empty
+    path = tmp_path / "mia_merge.json"
+    path.write_text(json.dumps({"rows": [
+        {"model": "a", "feature": "confidence", "full": 20.0, "merged": 20.3, "full_s": 10.0,
+         "merged_s": 1.0},
+        {"model": "b", "feature": "confidence", "full": 30.0, "merged": 29.9, "full_s": 10.0,
+         "merged_s": 1.0}]}))
+    rows, by = report.mia_agreement(path)
+    assert rows.difference.max() == pytest.approx(0.3)
+    assert by.iloc[0].models == 2 and by.iloc[0].speedup == pytest.approx(10.0)
+
+
+def test_departures_table_reads_the_grid():
+    config = _smoke_config(method="srl_authors", addon="focus", protocol="authors")
+    table = report.departures_table([config]).set_index("aspect")["here"]
+    assert table["optimiser"] == "adam, lr 0.0001" and table["masks"] == "leaky"
+    assert table["epochs"] == "30 passes over D_f"
+
+
+# --- tools/build_book.py: data inputs in the staleness hash ----------------------------------
+
+def _build_book(monkeypatch, root):
+    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ROOT", root)
+    return module
+
+
+def test_build_book_hash_follows_declared_inputs(tmp_path, monkeypatch):
+    build = _build_book(monkeypatch, tmp_path)
+    (tmp_path / "data").mkdir()
+    reads, plain = tmp_path / "reads.ipynb", tmp_path / "plain.ipynb"
+    for path, inputs in ((reads, ["data/*.json"]), (plain, None)):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+        if inputs:
+            nb.metadata["feasible"] = {"inputs": inputs}
+        nbformat.write(nb, path)
+    before = build.source_hash(reads), build.source_hash(plain)
+    (tmp_path / "data" / "a.json").write_text("{}")
+    (tmp_path / "data" / ".b.json").write_text("{}")  # a record being written: not an input
+    after = build.source_hash(reads), build.source_hash(plain)
+    assert after[0] != before[0] and after[1] == before[1]
+    assert [p.name for p in build.input_files(nbformat.read(reads, as_version=4))] == ["a.json"]
+    (tmp_path / "data" / "a.json").write_text('{"new": 1}')
+    assert build.source_hash(reads) != after[0]
