@@ -39,13 +39,13 @@ from feasible.paths import ROOT, results_dir
 from feasible.sweep import expand, load_grid
 
 __all__ = [
-    "ADDON_NAMES", "AUTHORS_TABLE", "AUTHORS_TABLE_SOURCE", "CLAIMS", "EPOCH_PANELS",
-    "FIG5_ADDONS", "GROUP", "MANAGEABLE_TIME_RATIO", "METHOD_NAMES", "PALETTE", "PAPER_ADDONS",
-    "PROTOCOL_NAMES", "RESULT_COLUMNS", "RESULT_VIEWS", "SUMMARY_METRICS", "VERDICTS",
-    "at_addon_lr", "authors_comparison", "claim_comparisons", "claim_evidence",
+    "ADDON_NAMES", "AUTHORS_TABLE", "AUTHORS_TABLE_SOURCE", "CLAIMS", "DATASET_NAMES",
+    "EPOCH_PANELS", "FIG5_ADDONS", "GROUP", "MANAGEABLE_TIME_RATIO", "METHOD_NAMES", "PALETTE",
+    "PAPER_ADDONS", "PROTOCOL_NAMES", "RESULT_COLUMNS", "RESULT_VIEWS", "SUMMARY_METRICS",
+    "VERDICTS", "at_addon_lr", "authors_comparison", "claim_comparisons", "claim_evidence",
     "claim_verdicts", "convergence_table", "data_sources", "departures_table",
     "diverged_table", "environment_table", "epoch_curves", "format_mean_sd", "grid_configs",
-    "GridRecords", "load_grid_records", "mia_agreement", "mia_spread_table",
+    "GridRecords", "load_grid_records", "load_grids", "mia_agreement", "mia_spread_table",
     "plot_comparisons", "plot_epochs", "plot_lr_sweep", "plot_times", "plot_verdict_grid",
     "references_table", "results_table", "run_row", "runs_table", "show", "summarize",
     "timing_table", "verdict", "verdict_markdown", "verdict_table", "where",
@@ -66,6 +66,8 @@ PROTOCOL_NAMES: dict[str, str] = {"authors": "authors' protocol",
 METHOD_NAMES: dict[str, str] = {"ngplus_authors": "NGPlus", "srl_authors": "SRL",
                                 "ngplus": "NGPlus", "srl": "SRL", "ft": "FT", "ga": "GA",
                                 "rl": "RL", "l1_sparse": "l1-sparse"}
+DATASET_NAMES: dict[str, str] = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+                                 "svhn": "SVHN", "digits": "digits"}
 VERDICTS: tuple[str, ...] = ("holds", "does not hold", "mixed")
 #: Okabe-Ito colours (colour-blind safe), one per add-on.
 PALETTE: dict[str, str] = {"none": "#000000", "salun": "#E69F00", "salun_step": "#E69F00",
@@ -200,6 +202,36 @@ def load_grid_records(path: str | Path, results: str | Path | None = None) -> Gr
     return out
 
 
+def load_grids(paths: Sequence[str | Path], scales: Sequence[str] | str = ("cpu",),
+               results: str | Path | None = None,
+               ) -> tuple[dict[str, GridRecords], list[dict[str, Any]], pd.DataFrame]:
+    """Several grids' records at once, each record once.
+
+    Args:
+        paths: grid files (:func:`load_grid_records`).
+        scales: the scales kept (a name or several).
+        results: the results folder (``None``: ``feasible.paths.results_dir()``).
+
+    Returns:
+        ``(grids, records, runs)``: each file's :class:`GridRecords` by its path as given; the
+        finished records of the kept scales, each once, in grid order; and their
+        :func:`runs_table`, with a ``grid`` column naming the first grid that holds each.
+    """
+    scales = [scales] if isinstance(scales, str) else list(scales)
+    grids = {str(path): load_grid_records(path, results) for path in paths}
+    records, grid_of, seen = [], [], set()
+    for grid in grids.values():
+        for record in grid.records:
+            key = record.get("hash") or id(record)
+            if record["config"].get("scale") in scales and key not in seen:
+                seen.add(key)
+                records.append(record)
+                grid_of.append(grid.name)
+    runs = runs_table(records)
+    runs.insert(0, "grid", pd.Series(grid_of, dtype=object))
+    return grids, records, runs
+
+
 def where(table: pd.DataFrame, **values: Any) -> pd.DataFrame:
     """The rows of ``table`` whose columns equal ``values``, e.g. ``where(runs, scale="cpu",
     protocol="authors")``."""
@@ -249,6 +281,16 @@ def _travel(final: Mapping[str, Any], record: Mapping[str, Any]) -> float:
     return 100.0 * (_num(final.get("UA")) - start) / (target - start)
 
 
+def _normalized(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored configuration with every field of today's :class:`Config` (a record written
+    before a field existed gets its default, so it keys like a new one); as stored when it
+    cannot be read back."""
+    try:
+        return Config.from_dict(config).to_dict()
+    except (TypeError, ValueError):
+        return dict(config)
+
+
 def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
     """One run as a flat row: its setting, final metrics, spread, convergence and times.
 
@@ -263,9 +305,10 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
     the retrained model's UA within 1 point, NaN if never), ``reached``, ``diverged_epoch``
     (NaN if none), ``diverged``, ``unlearn_s`` (unlearning only), ``epoch_s`` (its mean per
     epoch), ``total_s`` (the whole run), and ``setting`` (a key shared by the seeds of one
-    setting) and ``base_key`` (shared with the same setting without add-on).
+    setting), ``base_key`` (shared with the same setting without add-on) and
+    ``base_key_any_lr`` (the same at any learning rate).
     """
-    config = record["config"]
+    config = _normalized(record["config"])
     final = record["final"]
     feature = _mia_feature(final)
     rates = _member_rates(final, feature)
@@ -275,6 +318,7 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
         lr = (record.get("method") or {}).get("default_lr")
     setting = {k: v for k, v in config.items() if k not in _NOT_SETTING}
     base = {k: v for k, v in setting.items() if k not in _ADDON_FIELDS}
+    any_lr = {k: v for k, v in base.items() if k != "lr"}
     base["lr"] = lr
     diverged = record.get("diverged_epoch")
     reached = final.get("epochs_to_reach_retrain_ua")
@@ -310,6 +354,7 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
         "total_s": _num(timings.get("total_s")),
         "setting": json.dumps(setting, sort_keys=True),
         "base_key": json.dumps(base, sort_keys=True),
+        "base_key_any_lr": json.dumps(any_lr, sort_keys=True),
     }
 
 
@@ -501,9 +546,9 @@ _CLAIM_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 _COMPARISON_COLUMNS = ["claim", "scale", "protocol", "dataset", "model", "scenario", "method",
-                       "lr", "addon", "p", "renorm", "baseline", "metric", "seeds", "diverged",
-                       "treated_mean", "baseline_mean", "improvement", "se", "spread", "threshold",
-                       "verdict"]
+                       "lr", "addon", "p", "renorm", "baseline", "baseline_lr", "metric", "seeds",
+                       "diverged", "treated_mean", "baseline_mean", "improvement", "se", "spread",
+                       "threshold", "verdict"]
 
 
 def _compare(claim: str, metric: str, treated: pd.DataFrame, base: pd.DataFrame,
@@ -527,7 +572,8 @@ def _compare(claim: str, metric: str, treated: pd.DataFrame, base: pd.DataFrame,
         "claim": claim, **{k: first[k] for k in ("scale", "protocol", "dataset", "model",
                                                     "scenario", "method", "lr", "addon", "p",
                                                     "renorm")},
-        "baseline": baseline, "metric": metric, "seeds": n,
+        "baseline": baseline, "baseline_lr": float(base.iloc[0].lr), "metric": metric,
+        "seeds": n,
         "diverged": int(treated.diverged.sum() + base.diverged.sum()),
         "treated_mean": float(ok_t[value].mean()) if len(ok_t) else math.nan,
         "baseline_mean": float(ok_b[value].mean()) if len(ok_b) else math.nan,
@@ -542,11 +588,14 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
 
     Claims ``lower_mia``, ``better_rua``, ``faster`` and ``time`` compare each setting with one
     of :data:`PAPER_ADDONS` with the same setting without add-on (same protocol, data, model,
-    scenario, method and learning rate). ``beats_baselines`` compares each SRL or NGPlus setting
+    scenario, method and learning rate; an add-on run at a learning rate of its own, with no
+    run without add-on at that rate, is compared with the method's most-seeded run without
+    add-on at any rate, its usual one). ``beats_baselines`` compares each SRL or NGPlus setting
     with one of them against SalUn (SRL with SalUn's mask, the authors' per-step one or the
     static one, whichever the protocol ran), and each SRL one also against NGPlus without
     add-on (NGPlus with an add-on against NGPlus is what the other claims test), on the MIA,
-    ``|rUA|`` and epochs to the target UA. Pairs are by seed (:func:`verdict`).
+    ``|rUA|`` and epochs to the target UA; where a baseline ran at several learning rates, its
+    most-seeded setting. Pairs are by seed (:func:`verdict`).
 
     Returns:
         One row per claim, setting, baseline and metric: the setting's columns, ``baseline``
@@ -559,33 +608,44 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     if runs.empty:
         return pd.DataFrame(columns=_COMPARISON_COLUMNS)
-    settings = {key: group for key, group in runs.groupby("setting", sort=False)}
-    nones = {group.iloc[0].base_key: group for group in settings.values()
-             if group.iloc[0].addon == "none"}
-    for group in settings.values():
+    settings = [group for _, group in runs.groupby("setting", sort=False)]
+
+    def most_seeds(groups: list[pd.DataFrame]) -> pd.DataFrame | None:
+        return max(groups, key=len) if groups else None  # ties: the first, in grid order
+
+    nones: dict[str, pd.DataFrame] = {}
+    nones_any_lr: dict[str, list[pd.DataFrame]] = {}
+    for group in settings:
+        first = group.iloc[0]
+        if first.addon == "none":
+            nones[first.base_key] = group
+            nones_any_lr.setdefault(first.base_key_any_lr, []).append(group)
+    for group in settings:
         first = group.iloc[0]
         if first.addon not in PAPER_ADDONS:
             continue
         base = nones.get(first.base_key)
+        if base is None:  # an add-on at its own learning rate: the method at its usual one
+            base = most_seeds(nones_any_lr.get(first.base_key_any_lr, []))
         if base is None:
             continue
         for claim in ("lower_mia", "better_rua", "faster", "time"):
             for metric in _CLAIM_METRICS[claim]:
                 rows.append(_compare(claim, metric, group, base, "none"))
     where = ("scale", "protocol", "dataset", "model", "scenario")
-    for group in settings.values():
+    for group in settings:
         first = group.iloc[0]
         if first.addon not in PAPER_ADDONS or first.base_method not in ("srl", "ngplus"):
             continue
-        for base in settings.values():
-            b = base.iloc[0]
-            if any(b[k] != first[k] for k in where) or b.renorm:
-                continue
-            if b.base_method == "srl" and b.addon in ("salun", "salun_step"):
-                name = "SalUn"
-            elif b.base_method == "ngplus" and b.addon == "none" and first.base_method == "srl":
-                name = "NGPlus"  # NGPlus with an add-on against NGPlus: the claims above
-            else:
+        same = [g for g in settings if not g.iloc[0].renorm
+                and all(g.iloc[0][k] == first[k] for k in where)]
+        baselines = {"SalUn": most_seeds([g for g in same if g.iloc[0].base_method == "srl"
+                                          and g.iloc[0].addon in ("salun", "salun_step")])}
+        if first.base_method == "srl":  # NGPlus with an add-on against NGPlus: the claims above
+            baselines["NGPlus"] = most_seeds([g for g in same if g.iloc[0].addon == "none"
+                                              and g.iloc[0].base_method == "ngplus"])
+        for name, base in baselines.items():
+            if base is None:
                 continue
             for metric in _CLAIM_METRICS["beats_baselines"]:
                 rows.append(_compare("beats_baselines", metric, group, base, name))
@@ -593,24 +653,27 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def claim_verdicts(comparisons: pd.DataFrame) -> pd.DataFrame:
-    """The verdict of each claim per scale and protocol, over its comparisons (module rule).
+    """The verdict of each claim per scale, dataset and protocol, over its comparisons (module
+    rule).
 
     Returns:
-        One row per claim (in :data:`CLAIMS` order), scale and protocol: ``claim``,
-        ``statement``, ``scale``, ``protocol``, ``verdict`` (one of :data:`VERDICTS`, or
-        ``"not tested"`` when no comparison has two seeds yet), ``holds``, ``does_not_hold``,
+        One row per claim (in :data:`CLAIMS` order), scale, dataset and protocol: ``claim``,
+        ``statement``, ``scale``, ``dataset``, ``protocol``, ``verdict`` (one of
+        :data:`VERDICTS`, or ``"not tested"`` when no comparison has two seeds yet),
+        ``holds``, ``does_not_hold``,
         ``mixed`` (counts over the comparisons with at least two seeds), ``counted`` (their
         number) and ``one_seed`` (comparisons left out for having fewer than two seeds).
         Claims without any comparison are absent.
     """
-    columns = ["claim", "statement", "scale", "protocol", "verdict", "holds", "does_not_hold",
-               "mixed", "counted", "one_seed"]
+    columns = ["claim", "statement", "scale", "dataset", "protocol", "verdict", "holds",
+               "does_not_hold", "mixed", "counted", "one_seed"]
     rows = []
     if comparisons.empty:
         return pd.DataFrame(columns=columns)
     for claim in CLAIMS:
         part = comparisons[comparisons.claim == claim]
-        for (scale, protocol), group in part.groupby(["scale", "protocol"], sort=True):
+        for (scale, dataset, protocol), group in part.groupby(["scale", "dataset", "protocol"],
+                                                              sort=True):
             counted = group[group.seeds >= 2]
             counts = {v: int((counted.verdict == v).sum()) for v in VERDICTS}
             n = len(counted)
@@ -623,7 +686,8 @@ def claim_verdicts(comparisons: pd.DataFrame) -> pd.DataFrame:
             else:
                 outcome = "mixed"
             rows.append({"claim": claim, "statement": CLAIMS[claim], "scale": scale,
-                         "protocol": protocol, "verdict": outcome, "holds": counts["holds"],
+                         "dataset": dataset, "protocol": protocol, "verdict": outcome,
+                         "holds": counts["holds"],
                          "does_not_hold": counts["does not hold"], "mixed": counts["mixed"],
                          "counted": n, "one_seed": int(len(group) - n)})
     return pd.DataFrame(rows, columns=columns)
@@ -639,21 +703,22 @@ def verdict_table(verdicts: pd.DataFrame, bold: bool = False) -> pd.DataFrame:
         bold: mark the verdict ``**...**`` (for Markdown).
 
     Returns:
-        Index: the claims' statements (:data:`CLAIMS`); columns ``"<protocol>, <scale>"``;
-        empty when ``verdicts`` is.
+        Index: the claims' statements (:data:`CLAIMS`); columns ``"<protocol>, <scale>,
+        <dataset>"``; empty when ``verdicts`` is.
     """
     if verdicts.empty:
         return pd.DataFrame()
-    cols = sorted({(s, p) for s, p in zip(verdicts.scale, verdicts.protocol)})
+    cols = sorted(set(zip(verdicts.scale, verdicts.dataset, verdicts.protocol)))
     table = {}
     for claim in CLAIMS:
         part = verdicts[verdicts.claim == claim]
         if part.empty:
             continue
         cells = {}
-        for scale, protocol in cols:
-            row = part[(part.scale == scale) & (part.protocol == protocol)]
-            head = f"{PROTOCOL_NAMES.get(protocol, protocol)}, {scale}"
+        for scale, dataset, protocol in cols:
+            row = where(part, scale=scale, dataset=dataset, protocol=protocol)
+            head = (f"{PROTOCOL_NAMES.get(protocol, protocol)}, {scale}, "
+                    f"{DATASET_NAMES.get(dataset, dataset)}")
             if row.empty:
                 cells[head] = "–"
                 continue
@@ -802,7 +867,7 @@ def results_table(runs: pd.DataFrame, references: pd.DataFrame, digits: int = 1)
         row.update({head: c[m] for m, head in RESULT_COLUMNS.items()})
         done = s.seeds - s.diverged
         epochs = ("" if pd.isna(s.epochs_to_target_mean)
-                  else f", epoch {s.epochs_to_target_mean:.{digits}f}")
+                  else f":\u00a0{s.epochs_to_target_mean:.{digits}f}")
         row["to target"] = f"{s.reached}/{done}{epochs}"
         row["diverged"] = str(int(s.diverged))
         row["s / run"] = c["unlearn_s"]
@@ -893,28 +958,37 @@ def claim_evidence(comparisons: pd.DataFrame, claim: str, digits: int = 2) -> pd
 def authors_comparison(runs: pd.DataFrame) -> pd.DataFrame:
     """The authors' public table (:data:`AUTHORS_TABLE`) beside the same settings measured here.
 
-    Their table gives OPT and focus + OPT for NGPlus and SRL (no plain baseline). For each, the
-    means here under the authors' protocol (random forgetting, the runs that did not diverge):
-    the member rate (the feature recorded: ``entropy`` as theirs where present), ``rUA`` and
-    seconds per epoch; theirs: MIA-entropy member rate (percent), ``rUA`` and RTE.
+    Their table gives OPT and focus + OPT for NGPlus and SRL (no plain baseline). For each, and
+    for each dataset recorded here, the means under the authors' protocol at their learning
+    rate (Adam 1e-4; random forgetting; the runs that did not diverge): the member rate (the
+    feature recorded: ``entropy`` as theirs where present), ``rUA`` and seconds per epoch;
+    theirs: MIA-entropy member rate (percent), ``rUA`` and RTE.
+
+    Returns:
+        One row per setting (and dataset, when the runs hold several).
     """
-    rows = []
     here = runs[(runs.protocol == "authors") & runs.scenario.str.startswith("random")
-                & ~runs.diverged] if not runs.empty else runs
+                & ~runs.diverged & (runs.lr == 1e-4)] if not runs.empty else runs
+    datasets = sorted(set(here.dataset)) if len(here) else [None]
+    rows = []
     for ref in AUTHORS_TABLE:
-        part = here[(here.base_method == ref["method"]) & (here.addon == ref["addon"])] \
-            if len(here) else here
-        features = sorted(set(part.mia_feature)) if len(part) else []
-        rows.append({
-            "setting": f"{METHOD_NAMES[ref['method']]} + {ADDON_NAMES[ref['addon']]}",
-            "their MIA-entropy member (%)": ref["MIA_entropy"], "their rUA": ref["rUA"],
-            "their s / epoch": ref["RTE"],
-            "runs here": len(part),
-            "MIA member here (%)": round(part.mia_member.mean(), 2) if len(part) else math.nan,
-            "feature here": ", ".join(features) or "–",
-            "rUA here": round(part.rUA.mean(), 2) if len(part) else math.nan,
-            "s / epoch here": round(part.epoch_s.mean(), 3) if len(part) else math.nan,
-        })
+        for dataset in datasets:
+            part = here[(here.base_method == ref["method"]) & (here.addon == ref["addon"])
+                        & (here.dataset == dataset)] if len(here) else here
+            features = sorted(set(part.mia_feature)) if len(part) else []
+            name = f"{METHOD_NAMES[ref['method']]} + {ADDON_NAMES[ref['addon']]}"
+            if len(datasets) > 1:
+                name += f" ({DATASET_NAMES.get(dataset, dataset)})"
+            rows.append({
+                "setting": name,
+                "their MIA-entropy member (%)": ref["MIA_entropy"], "their rUA": ref["rUA"],
+                "their s / epoch": ref["RTE"], "runs here": len(part),
+                "MIA member here (%)": round(part.mia_member.mean(), 2) if len(part)
+                else math.nan,
+                "feature here": ", ".join(features) or "–",
+                "rUA here": round(part.rUA.mean(), 2) if len(part) else math.nan,
+                "s / epoch here": round(part.epoch_s.mean(), 3) if len(part) else math.nan,
+            })
     return pd.DataFrame(rows).set_index("setting").rename_axis(None)
 
 
@@ -1245,7 +1319,7 @@ def plot_lr_sweep(curves: pd.DataFrame, references: pd.DataFrame, title: str) ->
     import matplotlib.pyplot as plt
 
     _style()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.4, 3.8), constrained_layout=True)
     colours = ["#000000", "#0072B2", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#D55E00"]
     part = curves[~curves.diverged].dropna(subset=["UA"])
     for colour, (lr, group) in zip(colours * 3, part.groupby("lr")):
@@ -1259,6 +1333,6 @@ def plot_lr_sweep(curves: pd.DataFrame, references: pd.DataFrame, title: str) ->
             ax.axhline(value, color="#555555", ls=style, lw=1, label=f"{kind} model")
     ax.set_xlabel("unlearning epoch")
     ax.set_ylabel("UA = 100 - Acc($D_f$) (%)")
-    ax.legend(frameon=False, fontsize=9, loc="best")
+    ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title)
     return fig

@@ -90,7 +90,7 @@ def test_run_row_reads_the_authors_member_rate_and_its_spread():
     assert row["mia_feature"] == "entropy" and row["mia_member"] == 40.0
     assert row["mia_subset_range"] == 4.0
     assert row["mia_subset_sd"] == pytest.approx(pd.Series([40, 38, 42, 40, 40, 40.0]).std())
-    assert row["abs_rUA"] == 5.0 and row["lr"] == 0.03  # lr None: the method's default
+    assert row["abs_rUA"] == 5.0 and row["lr"] == 1e-4  # lr None: the protocol's
     assert row["ua_travel"] == pytest.approx(100.0)
     assert row["scenario"] == "random 10%" and row["base_method"] == "srl"
     plain = report.run_row(make_record(entropy=False, member=30.0))
@@ -202,6 +202,17 @@ def test_diverged_seed_is_left_out_of_the_pairs():
     assert mia.seeds == 2 and mia.diverged == 1 and mia.verdict == "holds"
 
 
+def test_an_addon_at_its_own_rate_is_compared_with_the_method_at_its_usual_rate():
+    records = [make_record(addon="none", seed=s, lr=0.03, member=50.0) for s in range(3)]
+    records += [make_record(addon="none", seed=0, lr=0.3, member=50.0)]  # a one-seed pilot
+    records += [make_record(addon="prob", seed=s, lr=0.06, member=40.0 + s * 0.1)
+                for s in range(3)]
+    mia = report.claim_comparisons(report.runs_table(records)).query("claim == 'lower_mia'")
+    assert len(mia) == 1
+    assert mia.iloc[0].baseline_lr == 0.03 and mia.iloc[0].lr == 0.06
+    assert mia.iloc[0].verdict == "holds"
+
+
 def test_a_missing_baseline_gives_no_comparison():
     records = [make_record(addon="focus", seed=s) for s in range(3)]
     assert report.claim_comparisons(report.runs_table(records)).empty
@@ -241,16 +252,28 @@ def test_beats_baselines_compares_with_salun_and_ngplus():
     assert mia["SalUn"] == "holds" and mia["NGPlus"] == "holds"
 
 
+def test_verdicts_are_per_scale_dataset_and_protocol():
+    runs = _grid(40.0)
+    other = _grid(60.0)
+    other["dataset"] = "cifar10"
+    other["setting"] = other.setting + "cifar"
+    other["base_key"] = other.base_key + "cifar"
+    verdicts = report.claim_verdicts(report.claim_comparisons(pd.concat([runs, other])))
+    mia = verdicts[verdicts.claim == "lower_mia"].set_index("dataset").verdict
+    assert mia["fashion_mnist"] == "holds" and mia["cifar10"] == "does not hold"
+
+
 def test_verdict_markdown_is_a_table_per_protocol():
     runs = pd.concat([_grid(40.0), _grid(40.0, protocol="harness", method="srl")])
     text = report.verdict_markdown(report.claim_verdicts(report.claim_comparisons(runs)),
                                    {"cpu-authors": "6 of 6 configurations recorded"})
     lines = text.splitlines()
-    assert lines[0].startswith("| claim | authors' protocol, cpu | literature's protocol, cpu |")
+    assert lines[0].startswith("| claim | authors' protocol, cpu, Fashion-MNIST | literature's protocol, cpu, ")
     assert all(line.count("|") == 4 for line in lines[:3])  # no stray pipe in a cell
     assert "6 of 6 configurations recorded" in text
     table = report.verdict_table(report.claim_verdicts(report.claim_comparisons(runs)))
-    assert list(table.columns) == ["authors' protocol, cpu", "literature's protocol, cpu"]
+    assert list(table.columns) == ["authors' protocol, cpu, Fashion-MNIST",
+                                   "literature's protocol, cpu, Fashion-MNIST"]
     assert table.iloc[0, 0].startswith("holds (")
 
 
@@ -284,6 +307,28 @@ def test_load_grid_records_lists_missing_and_unfinished(tmp_path):
     assert loaded.status == "1 of 3 configurations recorded (1 unfinished files)"
     assert [c.addon for c in loaded.missing] == ["and", "prob"]
     assert len(loaded.records) == 1 and loaded.problems[0][0] == f"{config_hash(broken)}.json"
+
+
+def test_load_grids_keeps_each_record_once_and_names_its_grid(tmp_path):
+    folder = tmp_path / "results" / "smoke"
+    configs = [_smoke_config(method="srl", addon=a, seed=0) for a in ("none", "and")]
+    for config in configs:
+        record = make_record(addon=config.addon)
+        record.update(config=config.to_dict(), hash=config_hash(config))
+        write_record(record, folder / f"{config_hash(config)}.json")
+    fixed = {"scale": "smoke", "dataset": "digits", "model": "mlp", "seeds": [0]}
+    (tmp_path / "a.json").write_text(json.dumps(
+        {"fixed": {k: v for k, v in fixed.items() if k != "seeds"}, "seeds": [0],
+         "methods": ["srl"], "addons": ["none"]}))
+    (tmp_path / "b.json").write_text(json.dumps(
+        {"fixed": {k: v for k, v in fixed.items() if k != "seeds"}, "seeds": [0],
+         "methods": ["srl"], "addons": ["none", "and"]}))
+    grids, records, runs = report.load_grids([tmp_path / "a.json", tmp_path / "b.json"],
+                                             "smoke", results=tmp_path / "results")
+    assert [g.status for g in grids.values()] == ["1 of 1 configurations recorded",
+                                                  "2 of 2 configurations recorded"]
+    assert len(records) == 2 and runs.grid.tolist() == ["a", "b"]
+    assert report.load_grids([tmp_path / "a.json"], "cpu", results=tmp_path / "results")[2].empty
 
 
 def test_grid_configs_expands_sub_grids_with_the_shared_fixed():
