@@ -42,13 +42,13 @@ __all__ = [
     "ADDON_NAMES", "AUTHORS_TABLE", "AUTHORS_TABLE_SOURCE", "CLAIMS", "DATASET_NAMES",
     "EPOCH_PANELS", "FIG5_ADDONS", "GROUP", "MANAGEABLE_TIME_RATIO", "METHOD_NAMES", "PALETTE",
     "PAPER_ADDONS", "PROTOCOL_NAMES", "RESULT_COLUMNS", "RESULT_VIEWS", "SUMMARY_METRICS",
-    "VERDICTS", "at_addon_lr", "authors_comparison", "claim_comparisons", "claim_evidence",
-    "claim_verdicts", "convergence_table", "data_sources", "departures_table",
-    "diverged_table", "environment_table", "epoch_curves", "format_mean_sd", "grid_configs",
-    "GridRecords", "load_grid_records", "load_grids", "mia_agreement", "mia_spread_table",
-    "plot_comparisons", "plot_epochs", "plot_lr_sweep", "plot_times", "plot_verdict_grid",
-    "references_table", "results_table", "run_row", "runs_table", "show", "summarize",
-    "timing_table", "verdict", "verdict_markdown", "verdict_table", "where",
+    "VERDICTS", "authors_comparison", "claim_comparisons", "claim_evidence", "claim_verdicts",
+    "convergence_table", "data_sources", "departures_table", "diverged_table",
+    "environment_table", "epoch_curves", "format_mean_sd", "grid_configs", "GridRecords",
+    "load_grid_records", "load_grids", "mia_agreement", "mia_spread_table", "plot_comparisons",
+    "plot_epochs", "plot_lr_sweep", "plot_times", "plot_verdict_grid", "references_table",
+    "results_table", "run_row", "runs_table", "show", "summarize", "timing_table", "verdict",
+    "verdict_markdown", "verdict_table", "where",
 ]
 
 #: The add-ons of the paper (AND, PROB, F) and of the authors' code (OPT, focus + OPT) that the
@@ -594,8 +594,8 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     with one of them against SalUn (SRL with SalUn's mask, the authors' per-step one or the
     static one, whichever the protocol ran), and each SRL one also against NGPlus without
     add-on (NGPlus with an add-on against NGPlus is what the other claims test), on the MIA,
-    ``|rUA|`` and epochs to the target UA; where a baseline ran at several learning rates, its
-    most-seeded setting. Pairs are by seed (:func:`verdict`).
+    ``|rUA|`` and epochs to the target UA; where a baseline ran at several learning rates, the
+    treated run's rate, else its most-seeded setting. Pairs are by seed (:func:`verdict`).
 
     Returns:
         One row per claim, setting, baseline and metric: the setting's columns, ``baseline``
@@ -639,11 +639,16 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
             continue
         same = [g for g in settings if not g.iloc[0].renorm
                 and all(g.iloc[0][k] == first[k] for k in where)]
-        baselines = {"SalUn": most_seeds([g for g in same if g.iloc[0].base_method == "srl"
-                                          and g.iloc[0].addon in ("salun", "salun_step")])}
+
+        def pick(groups: list[pd.DataFrame]) -> pd.DataFrame | None:
+            at_lr = [g for g in groups if g.iloc[0].lr == first.lr]  # the same rate first
+            return most_seeds(at_lr or groups)
+
+        baselines = {"SalUn": pick([g for g in same if g.iloc[0].base_method == "srl"
+                                    and g.iloc[0].addon in ("salun", "salun_step")])}
         if first.base_method == "srl":  # NGPlus with an add-on against NGPlus: the claims above
-            baselines["NGPlus"] = most_seeds([g for g in same if g.iloc[0].addon == "none"
-                                              and g.iloc[0].base_method == "ngplus"])
+            baselines["NGPlus"] = pick([g for g in same if g.iloc[0].addon == "none"
+                                        and g.iloc[0].base_method == "ngplus"])
         for name, base in baselines.items():
             if base is None:
                 continue
@@ -1112,20 +1117,6 @@ def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
                             & (train.index.get_level_values(2) == m)].sum() if len(train) else 0.0
                       for s, p, m in zip(out.scale, out.protocol, out.method)]
     return out[columns]
-
-
-def at_addon_lr(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``table`` (runs or curves of one protocol, scenario and method) at the
-    learning rate the add-ons ran at (the most common among runs with an add-on; all rows when
-    there is no add-on), so that a learning-rate sweep of the method without add-on does not
-    mix into a figure of add-ons."""
-    if table.empty:
-        return table
-    with_addon = table[table.addon != "none"]
-    lrs = (with_addon if len(with_addon) else table).lr.dropna()
-    if lrs.empty:
-        return table
-    return table[table.lr == lrs.mode().iloc[0]]
 
 
 # --- figures (matplotlib is imported when a figure is drawn) --------------------------------

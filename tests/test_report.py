@@ -263,12 +263,25 @@ def test_verdicts_are_per_scale_dataset_and_protocol():
     assert mia["fashion_mnist"] == "holds" and mia["cifar10"] == "does not hold"
 
 
+def test_baselines_at_the_treated_runs_rate_when_there_is_one():
+    records = []
+    for seed in range(3):
+        for lr in (1e-4, 1e-3):
+            records.append(make_record("srl_authors", "salun_step", seed, lr=lr, member=60.0))
+            records.append(make_record("ngplus_authors", "none", seed, lr=lr, member=55.0))
+        records.append(make_record("srl_authors", "focus", seed, lr=1e-3, member=40.0))
+    beats = report.claim_comparisons(report.runs_table(records)).query(
+        "claim == 'beats_baselines'")
+    assert set(beats.baseline_lr) == {1e-3}
+
+
 def test_verdict_markdown_is_a_table_per_protocol():
     runs = pd.concat([_grid(40.0), _grid(40.0, protocol="harness", method="srl")])
     text = report.verdict_markdown(report.claim_verdicts(report.claim_comparisons(runs)),
                                    {"cpu-authors": "6 of 6 configurations recorded"})
     lines = text.splitlines()
-    assert lines[0].startswith("| claim | authors' protocol, cpu, Fashion-MNIST | literature's protocol, cpu, ")
+    assert lines[0] == ("| claim | authors' protocol, cpu, Fashion-MNIST "
+                        "| literature's protocol, cpu, Fashion-MNIST |")
     assert all(line.count("|") == 4 for line in lines[:3])  # no stray pipe in a cell
     assert "6 of 6 configurations recorded" in text
     table = report.verdict_table(report.claim_verdicts(report.claim_comparisons(runs)))
