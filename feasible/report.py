@@ -843,7 +843,8 @@ def results_table(runs: pd.DataFrame, references: pd.DataFrame, digits: int = 1)
     """The final metrics of one protocol and scenario as a display table, mean ± sd over seeds.
 
     Rows (index ``setting``): the retrained and the original model first (the references),
-    then each method and add-on. Columns: ``lr``, :data:`RESULT_COLUMNS` (percent; ``rUA`` in
+    then each method and add-on, by method, learning rate (named in the row when a method ran
+    at several) and add-on. Columns: ``lr``, :data:`RESULT_COLUMNS` (percent; ``rUA`` in
     points; ``MIA-eff.`` SalUn's efficacy, ``MIA member`` the authors' member rate), ``to
     target`` (the seeds that reached the retrained model's UA within 1 point, of those that did
     not diverge, and their mean epoch), ``diverged`` (runs), ``s / run`` (unlearning seconds)
@@ -865,9 +866,17 @@ def results_table(runs: pd.DataFrame, references: pd.DataFrame, digits: int = 1)
                     "diverged": "", "s / run": "", "seeds": str(len(part))})
         out.append(row)
     summary = summarize(runs)
+    if len(summary):  # by method, rate and add-on, in the order of ADDON_NAMES
+        rank = {name: i for i, name in enumerate(ADDON_NAMES)}
+        summary = (summary.assign(_rank=summary.addon.map(rank).fillna(len(rank)))
+                   .sort_values(["method", "lr", "_rank", "renorm", "p"], kind="stable")
+                   .drop(columns="_rank").reset_index(drop=True))
+    rates = summary.groupby("method").lr.nunique() if len(summary) else pd.Series(dtype=int)
     cells = format_mean_sd(summary, list(RESULT_COLUMNS) + ["unlearn_s"], digits)
     for (_, s), (_, c) in zip(summary.iterrows(), cells.iterrows()):
         name = _setting_name(s) + (f" (p = {s.p:g})" if not pd.isna(s.p) else "")
+        if rates.get(s.method, 1) > 1:  # several rates: the rate names the row
+            name += f", lr {s.lr:g}"
         row = {"setting": name, "lr": "" if pd.isna(s.lr) else f"{s.lr:g}"}
         row.update({head: c[m] for m, head in RESULT_COLUMNS.items()})
         done = s.seeds - s.diverged
