@@ -725,7 +725,7 @@ def verdict_table(verdicts: pd.DataFrame, bold: bool = False) -> pd.DataFrame:
             head = (f"{PROTOCOL_NAMES.get(protocol, protocol)}, {scale}, "
                     f"{DATASET_NAMES.get(dataset, dataset)}")
             if row.empty:
-                cells[head] = "–"
+                cells[head] = "not tested yet (no comparison recorded)"
                 continue
             r = row.iloc[0]
             if r.verdict == "not tested":
