@@ -1,8 +1,9 @@
 """The records of a grid as tables, curves and verdicts on the paper's claims (the Results pages).
 
 Small pure functions over result records (``feasible.experiment.run``), for the book's
-Results, Claims and Reproducibility pages: :func:`load_grid_records` finds a grid's records and
-says which are missing; :func:`runs_table` makes one tidy row per run, :func:`summarize` the mean
+Results, Claims, Ablations and Reproducibility pages: :func:`load_grid_records` finds a grid's
+records and says which are missing (:func:`load_subgrids`: each sub-grid apart, e.g. one per
+ablation); :func:`runs_table` makes one tidy row per run, :func:`summarize` the mean
 and standard deviation over seeds, :func:`epoch_curves` the per-epoch values of the figures;
 :func:`claim_comparisons` and :func:`claim_verdicts` test the paper's claims by one rule
 (:func:`verdict`, stated below and on the Claims page).
@@ -36,26 +37,27 @@ import pandas as pd
 
 from feasible.experiment import Config, config_hash, read_record
 from feasible.paths import ROOT, results_dir
-from feasible.sweep import expand, load_grid
+from feasible.sweep import AXES, META_KEYS, expand, load_grid
 
 __all__ = [
-    "ADDON_NAMES", "AUTHORS_TABLE", "AUTHORS_TABLE_SOURCE", "CLAIMS", "DATASET_NAMES",
-    "EPOCH_PANELS", "FIG5_ADDONS", "GROUP", "MANAGEABLE_TIME_RATIO", "METHOD_NAMES", "PALETTE",
-    "PAPER_ADDONS", "PROTOCOL_NAMES", "RESULT_COLUMNS", "RESULT_VIEWS", "SUMMARY_METRICS",
-    "VERDICTS", "authors_comparison", "claim_comparisons", "claim_evidence", "claim_verdicts",
-    "convergence_table", "data_sources", "departures_table", "diverged_table",
-    "environment_table", "epoch_curves", "format_mean_sd", "grid_configs", "GridRecords",
-    "load_grid_records", "load_grids", "mia_agreement", "mia_spread_table", "plot_comparisons",
-    "plot_epochs", "plot_lr_sweep", "plot_times", "plot_verdict_grid", "references_table",
-    "results_table", "run_row", "runs_table", "show", "summarize", "timing_table", "verdict",
-    "verdict_markdown", "verdict_table", "where",
+    "ABLATION_PANELS", "ADDON_NAMES", "AUTHORS_TABLE", "AUTHORS_TABLE_SOURCE", "CLAIMS",
+    "DATASET_NAMES", "EPOCH_PANELS", "FIG5_ADDONS", "GROUP", "MANAGEABLE_TIME_RATIO",
+    "METHOD_NAMES", "PALETTE", "PAPER_ADDONS", "PROTOCOL_NAMES", "RESULT_COLUMNS", "RESULT_VIEWS",
+    "SUMMARY_METRICS", "VERDICTS", "ablation_display", "ablation_table", "authors_comparison",
+    "claim_comparisons", "claim_evidence", "claim_verdicts", "convergence_table", "data_sources",
+    "departures_table", "diverged_table", "environment_table", "epoch_curves", "format_mean_sd",
+    "grid_configs", "GridRecords", "load_grid_records", "load_grids", "load_subgrids",
+    "mia_agreement", "mia_spread_table", "plot_ablation", "plot_comparisons", "plot_epochs",
+    "plot_lr_sweep", "plot_times", "plot_verdict_grid", "references_table", "results_table",
+    "run_row", "runs_table", "show", "summarize", "timing_table", "verdict", "verdict_markdown",
+    "verdict_table", "where",
 ]
 
 #: The add-ons of the paper (AND, PROB, F) and of the authors' code (OPT, focus + OPT) that the
 #: claims are about; SalUn's masks are baselines.
 PAPER_ADDONS: tuple[str, ...] = ("and", "prob", "focus", "opt", "focus_opt")
-#: The add-ons of the paper's Fig. 5, in its order (SalUn: the static mask of the literature's
-#: protocol or the authors' per-step mask, whichever the protocol ran).
+#: The add-ons of the paper's Fig. 5, in its order; SalUn is the static mask of the literature's
+#: protocol or the authors' per-step mask, whichever the protocol ran.
 FIG5_ADDONS: tuple[str, ...] = ("none", "salun", "salun_step", "and", "prob", "focus")
 #: How pages name add-ons, protocols and verdicts.
 ADDON_NAMES: dict[str, str] = {"none": "none", "salun": "SalUn",
@@ -68,16 +70,17 @@ METHOD_NAMES: dict[str, str] = {"ngplus_authors": "NGPlus", "srl_authors": "SRL"
                                 "rl": "RL", "l1_sparse": "l1-sparse"}
 DATASET_NAMES: dict[str, str] = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
                                  "svhn": "SVHN", "digits": "digits"}
+#: The three verdicts of a comparison or a claim.
 VERDICTS: tuple[str, ...] = ("holds", "does not hold", "mixed")
 #: Okabe-Ito colours (colour-blind safe), one per add-on.
 PALETTE: dict[str, str] = {"none": "#000000", "salun": "#E69F00", "salun_step": "#E69F00",
                            "and": "#56B4E9", "prob": "#009E73", "focus": "#D55E00",
                            "opt": "#0072B2", "focus_opt": "#CC79A7"}
-#: "Manageable run time", this project's threshold (the paper gives no number): an add-on's
-#: unlearning time at most this many times the base method's.
+#: The threshold of "manageable run time", this project's (the paper gives no number). An
+#: add-on's unlearning time is manageable at most this many times the base method's.
 MANAGEABLE_TIME_RATIO: float = 2.0
 
-#: The claims, in the order of the Claims page: key -> statement.
+#: The claims in the order of the Claims page, each key with its statement.
 CLAIMS: dict[str, str] = {
     "lower_mia": "lower MIA (share of the forget set the attack calls member)",
     "better_rua": "better relative UA (rUA closer to 0)",
@@ -86,12 +89,13 @@ CLAIMS: dict[str, str] = {
     "beats_baselines": "better than SalUn and NGPlus (MIA, rUA, epochs to the target UA)",
 }
 
-#: The authors' public numbers: ``table.txt`` of owl1996/UnlearningFocusVector (dataset and
-#: model not stated; mean ± sd over their seeds). ``UA`` there is the accuracy *on* D_f, ``rUA``
+#: Where the authors' public numbers are, ``table.txt`` of owl1996/UnlearningFocusVector
+#: (dataset and model not stated; mean ± sd over their seeds). ``UA`` there is the accuracy *on* D_f, ``rUA``
 #: ``Acc_f(model) - Acc_f(retrained)`` in points, ``MIA_entropy`` the share of D_f the SVM
 #: attack on the entropy feature predicts member (a fraction; here in percent), ``RTE`` seconds
 #: per epoch.
 AUTHORS_TABLE_SOURCE: str = "https://github.com/owl1996/UnlearningFocusVector/blob/main/table.txt"
+#: The authors' public numbers, one row per setting (from :data:`AUTHORS_TABLE_SOURCE`).
 AUTHORS_TABLE: tuple[dict[str, Any], ...] = (
     {"method": "ngplus", "addon": "opt", "RTE": 3.12, "FID": 93.82, "rUA": 2.23,
      "forget_acc": 97.21, "RA": 99.8, "TA": 94.43, "MIA_entropy": 95.0},
@@ -122,6 +126,8 @@ class GridRecords:
         missing: the configurations without a finished record.
         failed: of ``missing``, those whose last run failed (``results/<scale>/failed/``).
         problems: record files that are there but not finished: ``(file name, problem)``.
+        varied: the configuration fields the grid's axes set whose values differ among its
+            configurations, in the file's order (e.g. ``["addon", "optimizer", "lr"]``).
     """
 
     name: str
@@ -131,6 +137,7 @@ class GridRecords:
     missing: list[Config] = field(default_factory=list)
     failed: list[Config] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    varied: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -169,6 +176,47 @@ def grid_configs(grid: Mapping[str, Any]) -> list[Config]:
     return configs
 
 
+def _axis_fields(grid: Mapping[str, Any]) -> list[str]:
+    """The configuration fields that a grid's axes (and its sub-grids') set, in file order."""
+    names: list[str] = []
+    for part in grid.get("grids", [grid]):
+        for key, values in part.items():
+            if key in META_KEYS:
+                continue
+            for value in values:
+                entry = value if isinstance(value, Mapping) else {AXES.get(key, key): value}
+                names += [name for name in entry if name not in names]
+    return names
+
+
+def _varied(configs: Sequence[Config], names: Sequence[str]) -> list[str]:
+    """Of ``names``, the fields whose values differ among ``configs``."""
+    dicts = [c.to_dict() for c in configs]
+    return [n for n in names
+            if len({json.dumps(d.get(n), sort_keys=True, default=str) for d in dicts}) > 1]
+
+
+def _grid_file(path: str | Path) -> Path:
+    path = Path(path)
+    return ROOT / path if not path.is_absolute() and not path.exists() else path
+
+
+def _read_records(out: GridRecords, folder: Path) -> GridRecords:
+    """Fill ``out``'s records, missing, failed and problems from the results ``folder``."""
+    for config in out.configs:
+        file = folder / config.scale / f"{config_hash(config)}.json"
+        record, problem = read_record(file)
+        if record is not None:
+            out.records.append(record)
+            continue
+        out.missing.append(config)
+        if problem is not None:
+            out.problems.append((file.name, problem))
+        if (folder / config.scale / "failed" / file.name).exists():
+            out.failed.append(config)
+    return out
+
+
 def load_grid_records(path: str | Path, results: str | Path | None = None) -> GridRecords:
     """Read the records of a grid file and list the configurations still missing.
 
@@ -182,23 +230,44 @@ def load_grid_records(path: str | Path, results: str | Path | None = None) -> Gr
     Raises:
         ValueError: the grid file is missing or not a grid.
     """
-    path = Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = ROOT / path
+    path = _grid_file(path)
     grid = load_grid(path)
     folder = Path(results) if results is not None else results_dir()
-    out = GridRecords(path.stem, grid.get("description", ""), grid_configs(grid))
-    for config in out.configs:
-        file = folder / config.scale / f"{config_hash(config)}.json"
-        record, problem = read_record(file)
-        if record is not None:
-            out.records.append(record)
-            continue
-        out.missing.append(config)
-        if problem is not None:
-            out.problems.append((file.name, problem))
-        if (folder / config.scale / "failed" / file.name).exists():
-            out.failed.append(config)
+    configs = grid_configs(grid)
+    out = GridRecords(path.stem, grid.get("description", ""), configs,
+                      varied=_varied(configs, _axis_fields(grid)))
+    return _read_records(out, folder)
+
+
+def load_subgrids(path: str | Path, results: str | Path | None = None) -> list[GridRecords]:
+    """Each sub-grid of a grid file as its own :class:`GridRecords` (e.g. one per ablation).
+
+    A sub-grid's configurations are those of its axes over the grid's ``fixed``; one that
+    several sub-grids share (an ablation's default setting, say) is in each of them. Sub-grid
+    ``n`` (from 1) is named ``"<stem>/<n>"`` and keeps its own ``description`` (``""`` when it
+    has none); a grid without sub-grids gives one, as :func:`load_grid_records` reads it.
+
+    Args:
+        path: a grid JSON file (relative paths from the repository root).
+        results: the results folder (``None``: ``feasible.paths.results_dir()``).
+
+    Raises:
+        ValueError: the grid file is missing or not a grid.
+    """
+    path = _grid_file(path)
+    grid = load_grid(path)
+    if "grids" not in grid:
+        return [load_grid_records(path, results)]
+    folder = Path(results) if results is not None else results_dir()
+    out = []
+    for number, part in enumerate(grid["grids"], start=1):
+        sub = {**{k: v for k, v in part.items() if k != "description"},
+               "fixed": {**grid.get("fixed", {}), **part.get("fixed", {})}}
+        configs = grid_configs(sub)
+        out.append(_read_records(GridRecords(f"{path.stem}/{number}",
+                                             part.get("description", ""), configs,
+                                             varied=_varied(configs, _axis_fields(sub))),
+                                 folder))
     return out
 
 
@@ -384,7 +453,7 @@ def summarize(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> p
         metrics: the columns to average.
 
     Returns:
-        One row per setting: the :data:`GROUP` columns, ``seeds`` (runs recorded), ``diverged``
+        One row per setting, with the :data:`GROUP` columns, ``seeds`` (runs recorded), ``diverged``
         (of them, diverged), ``reached`` (of the others, those that reached the retrained
         model's UA), and ``<metric>_mean`` and ``<metric>_sd`` (NaN with one run) over the runs
         that did not diverge (``epochs_to_target`` over those that reached it).
@@ -598,7 +667,7 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     treated run's rate, else its most-seeded setting. Pairs are by seed (:func:`verdict`).
 
     Returns:
-        One row per claim, setting, baseline and metric: the setting's columns, ``baseline``
+        One row per claim, setting, baseline and metric, with the setting's columns, ``baseline``
         (``"none"``, ``"SalUn"`` or ``"NGPlus"``), ``metric``, ``seeds`` (pairs compared),
         ``diverged`` (runs of either side left out), ``treated_mean`` and ``baseline_mean``
         (the metric's means; the unlearning seconds for ``time``), ``improvement`` (the mean
@@ -662,7 +731,7 @@ def claim_verdicts(comparisons: pd.DataFrame) -> pd.DataFrame:
     rule).
 
     Returns:
-        One row per claim (in :data:`CLAIMS` order), scale, dataset and protocol: ``claim``,
+        One row per claim (in :data:`CLAIMS` order), scale, dataset and protocol, with ``claim``,
         ``statement``, ``scale``, ``dataset``, ``protocol``, ``verdict`` (one of
         :data:`VERDICTS`, or ``"not tested"`` when no comparison has two seeds yet),
         ``holds``, ``does_not_hold``,
@@ -708,8 +777,8 @@ def verdict_table(verdicts: pd.DataFrame, bold: bool = False) -> pd.DataFrame:
         bold: mark the verdict ``**...**`` (for Markdown).
 
     Returns:
-        Index: the claims' statements (:data:`CLAIMS`); columns ``"<protocol>, <scale>,
-        <dataset>"``; empty when ``verdicts`` is.
+        A table indexed by the claims' statements (:data:`CLAIMS`), with columns
+        ``"<protocol>, <scale>, <dataset>"``; empty when ``verdicts`` is.
     """
     if verdicts.empty:
         return pd.DataFrame()
@@ -892,6 +961,96 @@ def results_table(runs: pd.DataFrame, references: pd.DataFrame, digits: int = 1)
     return pd.DataFrame(out, columns=columns).set_index("setting").rename_axis(None)
 
 
+#: How :func:`ablation_table` names a value of a varied field (else ``"<field> <number>"`` or
+#: the value itself).
+_VALUE_NAMES: dict[tuple[str, Any], str] = {
+    ("optimizer", "adam"): "Adam", ("optimizer", "sgd"): "SGD", ("agg", "lin"): "linG",
+    ("agg", "min"): "MinG", ("focus_variant", "probability"): "probability (as coded)"}
+_FIELD_NAMES: dict[str, str] = {"p": "p =", "batch_size": "batch", "lr": "lr"}
+#: The metric columns of :func:`ablation_table`.
+_ABLATION_METRICS: tuple[str, ...] = ("UA", "RA", "TA", "MIA", "mia_member", "mia_subset_sd",
+                                      "avg_gap", "abs_rUA", "kept_fraction", "unlearn_s")
+
+
+def _value_text(name: str, value: Any) -> str:
+    if name == "addon":
+        return ADDON_NAMES.get(value, str(value))
+    if (name, value) in _VALUE_NAMES:
+        return _VALUE_NAMES[(name, value)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{_FIELD_NAMES.get(name, name)} {value:g}"
+    return str(value)
+
+
+def ablation_table(grid: GridRecords) -> pd.DataFrame:
+    """One row per configuration of a (sub-)grid, recorded or not: an ablation's numbers.
+
+    Columns: the grid's :attr:`GridRecords.varied` fields (their values), and ``addon`` if it
+    is not one of them; ``value`` (the varied values as pages name them, e.g. ``"PROB, SGD, lr
+    1"``); ``recorded``; ``diverged_epoch``; and the
+    final ``UA``, ``RA``, ``TA``, ``MIA`` (SalUn's efficacy), ``mia_member``,
+    ``mia_subset_sd``, ``avg_gap``, ``abs_rUA`` and ``unlearn_s`` of :func:`run_row`, with
+    ``kept_fraction`` (percent: the mean over the unlearning epochs of the share of coordinates
+    the mask kept). A configuration not recorded has NaN metrics: nothing is filled in.
+    """
+    by_hash = {}
+    for record in grid.records:
+        by_hash[record.get("hash") or config_hash(Config.from_dict(record["config"]))] = record
+    rows = []
+    for config in grid.configs:
+        values = config.to_dict()
+        row: dict[str, Any] = {name: values.get(name) for name in grid.varied + ["addon"]}
+        row["value"] = ", ".join(_value_text(n, values.get(n)) for n in grid.varied) or "–"
+        record = by_hash.get(config_hash(config))
+        row["recorded"] = record is not None
+        run = run_row(record) if record is not None else {}
+        kept = [_num(e.get("kept_fraction")) for e in (record or {}).get("epochs", [])
+                if isinstance(e, Mapping)]
+        kept = [k for k in kept if not math.isnan(k)]
+        run["kept_fraction"] = 100.0 * float(np.mean(kept)) if kept else math.nan
+        row["diverged_epoch"] = run.get("diverged_epoch", math.nan)
+        row.update({m: run.get(m, math.nan) for m in _ABLATION_METRICS})
+        rows.append(row)
+    columns = list(dict.fromkeys(grid.varied + ["addon"])) + ["value", "recorded",
+                                                              "diverged_epoch"]
+    return pd.DataFrame(rows, columns=columns + list(_ABLATION_METRICS))
+
+
+def ablation_display(table: pd.DataFrame, references: pd.DataFrame,
+                     digits: int = 1) -> pd.DataFrame:
+    """:func:`ablation_table` as a page shows it, the retrained and original models first.
+
+    Rows: the references, then each configuration by its ``value`` (no-break spaces: a label
+    does not wrap). Columns: UA, RA, TA, MIA-eff., MIA member, member-set sd, Avg. Gap,
+    ``|rUA|``, ``kept %``, ``s / run`` (unlearning seconds) and ``record`` (``"yes"``, ``"not
+    yet"`` or ``"diverged in epoch k"``); a reference's cells are the mean over its seeds, ``"–"``
+    where there is none.
+    """
+    heads = {"UA": "UA", "RA": "RA", "TA": "TA", "MIA": "MIA-eff.", "mia_member": "MIA member",
+             "mia_subset_sd": "member-set sd", "avg_gap": "Avg. Gap", "abs_rUA": "|rUA|",
+             "kept_fraction": "kept %", "unlearn_s": "s / run"}
+
+    def cell(value: float) -> str:
+        return "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+    rows = {}
+    for kind in ("retrained", "original"):
+        part = references[references.reference == kind]
+        if part.empty:
+            continue
+        means = {m: part[m].mean() if m in part else math.nan for m in heads}
+        means["abs_rUA"] = part.rUA.abs().mean()
+        means["avg_gap"] = 0.0 if kind == "retrained" else math.nan
+        rows[f"{kind} model"] = {heads[m]: cell(means[m]) for m in heads} | {"record": ""}
+    for _, r in table.iterrows():
+        state = ("not yet" if not r.recorded else "yes" if pd.isna(r.diverged_epoch)
+                 else f"diverged in epoch {int(r.diverged_epoch)}")
+        rows[r.value.replace(" ", "\u00a0")] = ({heads[m]: cell(r[m]) for m in heads}
+                                                | {"record": state})
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=list(heads.values()) + ["record"])
+
+
 def show(table: pd.DataFrame, digits: int = 1) -> Any:
     """A table as pages show it: without its integer index, numbers to ``digits`` decimals,
     missing values as ``"–"`` (a pandas ``Styler``)."""
@@ -911,7 +1070,8 @@ def convergence_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Epochs to the retrained model's UA (within 1 point), per setting and scenario.
 
     Returns:
-        Rows: method + add-on (with its protocol); columns: scenarios; cells ``"k/n: e"``, the
+        A table with one row per method + add-on (with its protocol), one column per scenario,
+        and cells ``"k/n: e"``, the
         ``k`` runs of ``n`` that did not diverge and reached the target, and their mean epoch
         ``e`` (``"k/n"`` alone when none did).
     """
@@ -1335,4 +1495,89 @@ def plot_lr_sweep(curves: pd.DataFrame, references: pd.DataFrame, title: str) ->
     ax.set_ylabel("UA = 100 - Acc($D_f$) (%)")
     ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title(title)
+    return fig
+
+
+#: The panels of :func:`plot_ablation`: column of :func:`ablation_table` -> axis label.
+ABLATION_PANELS: dict[str, str] = {"UA": "UA (%)", "RA": "RA (%)", "TA": "TA (%)",
+                                   "mia_member": "MIA member (%)", "avg_gap": "Avg. Gap",
+                                   "abs_rUA": "|rUA| (points)", "kept_fraction": "kept (%)",
+                                   "unlearn_s": "unlearning time (s)"}
+
+
+def plot_ablation(table: pd.DataFrame, references: pd.DataFrame, title: str) -> Any:
+    """The final metrics of an ablation against the varied value, the recorded runs only.
+
+    One panel per :data:`ABLATION_PANELS` metric; x: the varied value (a numeric axis when one
+    number varies, logarithmic when it spans a factor 8 or more; else one position per value),
+    one colour per add-on (:data:`PALETTE`), joined by lines on a numeric axis and side by side
+    on the others; a cross for a diverged run; the MIA member rate
+    with the member-set standard deviation as a bar. The retrained model dashed (0 for Avg.
+    Gap and ``|rUA|``), the original dotted (means over their seeds).
+
+    Args:
+        table: an :func:`ablation_table`.
+        references: :func:`references_table` rows of the ablation's records.
+        title: the figure's title.
+
+    Returns:
+        The matplotlib figure (2 x 4 panels, the legend below).
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    _style()
+    fields = [c for c in table.columns[:list(table.columns).index("value")] if c != "addon"]
+    numeric = (len(fields) == 1 and table[fields[0]].map(
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all())
+    if numeric:
+        x_of = dict(zip(table.index, table[fields[0]].astype(float)))
+    else:
+        names = [", ".join(_value_text(f, v) for f, v in zip(fields, row)) or "–"
+                 for row in table[fields].itertuples(index=False)]
+        positions = {name: i for i, name in enumerate(dict.fromkeys(names))}
+        x_of = {i: positions[n] for i, n in zip(table.index, names)}
+    addons = list(dict.fromkeys(table.addon))
+    fig, axes = plt.subplots(2, 4, figsize=(10.4, 5.0), constrained_layout=True)
+    done = table[table.recorded]
+    for j, addon in enumerate(addons):
+        part, colour = done[done.addon == addon], PALETTE.get(addon, "#999999")
+        shift = 0 if numeric else 0.12 * (j - (len(addons) - 1) / 2)
+        part = part.assign(x=[x_of[i] + shift for i in part.index]).sort_values("x")
+        for ax, metric in zip(axes.flat, ABLATION_PANELS):
+            ok, bad = part[part.diverged_epoch.isna()], part[part.diverged_epoch.notna()]
+            ax.plot(ok.x, ok[metric], "-o" if numeric else "o", color=colour, lw=1.2, ms=5)
+            ax.plot(bad.x, bad[metric], "x", color=colour, ms=8)
+            if metric == "mia_member":
+                ax.errorbar(part.x, part[metric], yerr=part.mia_subset_sd.fillna(0), fmt="none",
+                            ecolor=colour, capsize=3, lw=1)
+    for ax, (metric, label) in zip(axes.flat, ABLATION_PANELS.items()):
+        for kind, style in (("retrained", "--"), ("original", ":")):
+            part = references[references.reference == kind]
+            value = (0.0 if kind == "retrained" and metric in ("avg_gap", "abs_rUA")
+                     else part.rUA.abs().mean() if metric == "abs_rUA" and len(part)
+                     else part[metric].mean() if metric in part and len(part) else math.nan)
+            if not pd.isna(value):
+                ax.axhline(value, color="#555555", ls=style, lw=1)
+        ax.set_ylabel(label)
+        if numeric:
+            values = sorted(set(x_of.values()))
+            if values and values[0] > 0 and values[-1] / values[0] >= 8:
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(values, [f"{v:g}" for v in values])
+                ax.minorticks_off()
+        else:
+            ax.set_xticks(list(positions.values()), list(positions), rotation=30, ha="right")
+            ax.set_xlim(-0.5, len(positions) - 0.5)
+    axes.flat[-1].set_ylim(bottom=0)
+    if numeric:
+        for ax in axes[-1]:
+            ax.set_xlabel(_FIELD_NAMES.get(fields[0], fields[0]).removesuffix(" ="))
+    handles = [Line2D([], [], color=PALETTE.get(a, "#999999"), marker="o",
+                      ls="-" if numeric else "", label=ADDON_NAMES.get(a, a)) for a in addons]
+    handles += [Line2D([], [], color="#555555", ls="--", lw=1, label="retrained model"),
+                Line2D([], [], color="#555555", ls=":", lw=1, label="original model"),
+                Line2D([], [], color="#555555", marker="x", ls="", label="diverged run")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    fig.suptitle(title)
     return fig

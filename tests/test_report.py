@@ -355,6 +355,74 @@ def test_grid_configs_expands_sub_grids_with_the_shared_fixed():
     assert all(c.epochs == 2 for c in configs)
 
 
+def _ablation_grid(tmp_path):
+    """A two-ablation grid (p; optimiser with and without PROB) with two records written."""
+    grid = {"fixed": {"scale": "smoke", "dataset": "digits", "model": "mlp",
+                      "method": "srl_authors", "protocol": "authors", "seed": 0},
+            "grids": [{"addons": ["prob"], "p": [0.3, 0.5]},
+                      {"addons": [{"addon": "prob", "p": 0.3}, "none"],
+                       "optimizer": [{"optimizer": "adam"}, {"optimizer": "sgd", "lr": 1.0}]}]}
+    path = tmp_path / "ablations.json"
+    path.write_text(json.dumps(grid))
+    folder = tmp_path / "results" / "smoke"
+    shared = _smoke_config(method="srl_authors", protocol="authors", addon="prob", p=0.3)
+    sgd = _smoke_config(method="srl_authors", protocol="authors", addon="none",
+                        optimizer="sgd", lr=1.0)
+    for config, kw in ((shared, {}), (sgd, {"diverged": 2})):
+        record = make_record(addon=config.addon, **kw)
+        record.update(config=config.to_dict(), hash=config_hash(config))
+        write_record(record, folder / f"{config_hash(config)}.json")
+    return path
+
+
+def test_load_subgrids_reads_each_ablation_with_its_varied_fields(tmp_path):
+    path = _ablation_grid(tmp_path)
+    subs = report.load_subgrids(path, results=tmp_path / "results")
+    assert [g.name for g in subs] == ["ablations/1", "ablations/2"]
+    assert [g.varied for g in subs] == [["p"], ["addon", "optimizer", "lr"]]
+    # the shared default setting is recorded once on disk and counted in both ablations
+    assert [g.status for g in subs] == ["1 of 2 configurations recorded",
+                                        "2 of 4 configurations recorded"]
+    whole = report.load_grid_records(path, results=tmp_path / "results")
+    assert whole.status == "2 of 5 configurations recorded"
+    assert whole.varied == ["addon", "p", "optimizer", "lr"]
+
+
+def test_ablation_table_fills_nothing_in_for_a_missing_configuration(tmp_path):
+    subs = report.load_subgrids(_ablation_grid(tmp_path), results=tmp_path / "results")
+    table = report.ablation_table(subs[1])
+    assert table.value.tolist() == ["PROB, Adam, lr 0.0001", "PROB, SGD, lr 1",
+                                    "none, Adam, lr 0.0001", "none, SGD, lr 1"]
+    assert table.recorded.tolist() == [True, False, False, True]
+    assert table.loc[~table.recorded, list(report.ABLATION_PANELS)].isna().all().all()
+    first = table.iloc[0]
+    assert first.kept_fraction == pytest.approx(50.0) and first.mia_member == 50.0
+    assert table.iloc[3].diverged_epoch == 2
+    assert report.ablation_table(subs[0]).addon.tolist() == ["prob", "prob"]  # not varied
+    refs = report.references_table(subs[1].records)
+    shown = report.ablation_display(table, refs)
+    assert shown.index[:2].tolist() == ["retrained model", "original model"]
+    assert shown.record.tolist()[2:] == ["yes", "not yet", "not yet", "diverged in epoch 2"]
+    assert shown.loc["PROB,\u00a0SGD,\u00a0lr\u00a01", "UA"] == "–"
+    assert shown.loc["retrained model", "|rUA|"] == "0.0"
+
+
+def test_plot_ablation_draws_numeric_and_categorical_ablations(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    subs = report.load_subgrids(_ablation_grid(tmp_path), results=tmp_path / "results")
+    refs = report.references_table(subs[1].records)
+    for grid in subs:
+        fig = report.plot_ablation(report.ablation_table(grid), refs, grid.name)
+        assert len(fig.axes) == len(report.ABLATION_PANELS)
+        plt.close(fig)
+    empty = report.load_subgrids(_ablation_grid(tmp_path), results=tmp_path / "none")[0]
+    plt.close(report.plot_ablation(report.ablation_table(empty),
+                                   report.references_table([]), "none yet"))
+
+
 def test_mia_agreement_reads_the_check_file(tmp_path):
     rows, by = report.mia_agreement(tmp_path / "absent.json")
     assert rows.empty and by.empty
