@@ -864,8 +864,11 @@ def mia_agreement(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Returns:
         ``(rows, by_feature)``: every row with ``difference`` = ``|full - merged|`` (points)
-        and ``speedup`` = ``full_s / merged_s``; and per feature the ``models``, the
-        ``max_difference``, the ``mean_difference`` and the ``speedup`` of the summed times.
+        and ``speedup`` = ``full_s / merged_s``, and, where the tool made them (rows that differ
+        by more than its ``SOLVER_CHECK``), ``merged_unrounded`` (merged without rounding) and
+        ``full_tol_1e-5`` (unmerged at libsvm tolerance 1e-5 instead of 1e-3), NaN elsewhere;
+        and per feature the ``models``, the ``max_difference``, the ``mean_difference`` and the
+        ``speedup`` of the summed times.
     """
     path = Path(path)
     if not path.is_absolute() and not path.exists():
@@ -875,7 +878,7 @@ def mia_agreement(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows = json.loads(path.read_text()).get("rows", [])
     except (OSError, ValueError, AttributeError):
         rows = []
-    table = pd.DataFrame(rows, columns=cols[:6])
+    table = pd.DataFrame(rows, columns=cols[:6] + ["merged_unrounded", "full_tol_1e-5"])
     table["difference"] = (table.full - table.merged).abs()
     table["speedup"] = table.full_s / table.merged_s
     by = pd.DataFrame(columns=["feature", "models", "max_difference", "mean_difference",
