@@ -7,7 +7,9 @@ and of the data files it declares it reads: glob patterns from the repository ro
 template's metadata, ``"feasible": {"inputs": ["results/cpu/*.json", "grids/cpu-*.json"]}``,
 so that a new result record re-executes the pages that read records and nothing else. A second
 `make book` with nothing changed executes nothing.
-Usage: ``python tools/build_book.py [NAME ...] [--no-render]`` (names: template stems).
+Usage: ``python tools/build_book.py [NAME ...] [--no-render | --render-only]`` (names: template
+stems). ``--render-only`` renders the executed copies in book/ as they are, stale or not: a change
+to the book's configuration, CSS or Markdown pages needs no re-execution.
 """
 from __future__ import annotations
 
@@ -125,8 +127,9 @@ def vendor_mathjax() -> None:
 def main(names: list[str]) -> int:
     os.environ.pop("MPLBACKEND", None)  # a kernel with MPLBACKEND=agg would draw no inline figures
     render = "--no-render" not in names
+    execute_stale = "--render-only" not in names
     names = [n for n in names if not n.startswith("--")]
-    templates = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    templates = sorted((ROOT / "notebooks").glob("*.ipynb")) if execute_stale else []
     if names:
         templates = [t for t in templates if t.stem in names]
     for template in templates:
