@@ -154,26 +154,14 @@ class GridRecords:
 def grid_configs(grid: Mapping[str, Any]) -> list[Config]:
     """The configurations of a parsed grid, including one of sub-grids.
 
-    A grid may list sub-grids under ``"grids"``: each is expanded (``feasible.sweep.expand``)
-    with the top-level ``fixed`` (and any other top-level axis) merged under its own; the union
-    keeps grid order and drops duplicates (same hash).
+    The sweep's own expansion (``feasible.sweep.expand``): sub-grids under ``"grids"`` are
+    expanded with the top-level ``fixed`` merged under their own, in grid order, duplicates
+    (same hash) dropped.
 
     Raises:
         ValueError: a grid or sub-grid that ``feasible.sweep.expand`` refuses.
     """
-    if "grids" not in grid:
-        return expand(grid)
-    base = {k: v for k, v in grid.items() if k != "grids"}
-    configs, seen = [], set()
-    for sub in grid["grids"]:
-        merged = {**base, **sub,
-                  "fixed": {**base.get("fixed", {}), **sub.get("fixed", {})}}
-        for config in expand(merged):
-            digest = config_hash(config)
-            if digest not in seen:
-                seen.add(digest)
-                configs.append(config)
-    return configs
+    return expand(grid)
 
 
 def _axis_fields(grid: Mapping[str, Any]) -> list[str]:
