@@ -6,7 +6,6 @@ import dataclasses
 import sys
 from typing import Any, Sequence
 
-from feasible._validate import positive_int
 from feasible.experiment import SCALES, Config, record_path
 from feasible.unlearn import PROTOCOLS
 from feasible.paths import NotWritableError
@@ -184,8 +183,11 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _jobs(value: str) -> int:
     """The value of ``--jobs``: an int >= 1."""
-    jobs = positive_int(value)
-    if jobs is None:
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
         raise ValueError(f"The '--jobs' option must be an int >= 1 (worker processes). Got "
                          f"{value!r} instead.")
     return jobs

@@ -17,15 +17,6 @@ def is_int(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
-def positive_int(text: str) -> int | None:
-    """``text`` read as an int >= 1 (an option's or a variable's value), or ``None``."""
-    try:
-        value = int(text)
-    except ValueError:
-        return None
-    return value if value >= 1 else None
-
-
 def is_real(value: Any) -> bool:
     """A finite real number (Python or numpy), not a bool."""
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
