@@ -1,6 +1,7 @@
 """The base unlearning methods as data: losses, weights and batching."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -13,6 +14,7 @@ from feasible.masks import ADDONS
 
 __all__ = [
     "ADDON_USES",
+    "RULES",
     "BATCHINGS",
     "PARTNER_STREAMS",
     "LOSSES",
@@ -23,8 +25,15 @@ __all__ = [
     "Pass",
     "ce",
     "l1_penalty_grad",
+    "AdamScalar",
+    "EUPMU_EPS",
+    "class_balanced_indices",
+    "eupmu_lambda",
+    "eupmu_w_step",
     "l1_weight",
     "method_weights",
+    "minnorm_coefficient",
+    "orthogonal_part",
     "neg_ce",
     "passes",
     "random_label_ce",
@@ -180,6 +189,16 @@ BATCHINGS: tuple[str, ...] = ("paired", "sequential", "retain", "forget", "mixed
 #: epoch), reshuffled within the epoch only if used up.
 PARTNER_STREAMS: tuple[str, ...] = ("cycle", "epoch")
 
+#: How a method turns its two gradients into a step, by name. ``"linear"`` (every method of the
+#: paper): ``alpha * g_U + beta * g_C`` with fixed weights, then the add-on. ``"eupmu"``: the
+#: explicit form of EUPMU's unilateral gradient surgery, ``g_f + lambda* g_r`` with
+#: :func:`eupmu_lambda` per step (two backward passes), clipped, then the add-on.
+#: ``"eupmu_implicit"``: EUPMU's implicit form, one backward pass of ``w log L_r + log L_f`` over
+#: a mixed batch, ``w`` adapted after each step (:func:`eupmu_w_step`). ``"minnorm_og"``:
+#: MinNorm-OG, a step towards the minimum-norm solution orthogonal to the retain samples'
+#: output gradients (:func:`orthogonal_part`) before each retain-loss step.
+RULES: tuple[str, ...] = ("linear", "eupmu", "eupmu_implicit", "minnorm_og")
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -201,6 +220,9 @@ class MethodSpec:
         description: one line for tables and the command line, saying whose form it is.
         penalty: a key of :data:`PENALTIES` added to ``L_C``, or ``None``.
         partner: a key of :data:`PARTNER_STREAMS`: how batches of the other set are drawn.
+        rule: a key of :data:`RULES`: how the two gradients become a step.
+        addons: the add-ons (keys of :data:`feasible.masks.ADDONS`) the method combines with,
+            or ``None`` for all of them.
     """
 
     name: str
@@ -215,6 +237,8 @@ class MethodSpec:
     description: str
     penalty: str | None = None
     partner: str = "cycle"
+    rule: str = "linear"
+    addons: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for field in ("loss_u", "loss_c"):
@@ -245,6 +269,16 @@ class MethodSpec:
                 f"Unknown partner stream {self.partner!r} of method {self.name!r}; "
                 f"expected one of {names(PARTNER_STREAMS)}."
             )
+        if self.rule not in RULES:
+            raise ValueError(
+                f"Unknown rule {self.rule!r} of method {self.name!r}; "
+                f"expected one of {names(RULES)}."
+            )
+        if self.addons is not None and not set(self.addons) <= set(ADDONS):
+            raise ValueError(
+                f"Unknown add-ons {sorted(set(self.addons) - set(ADDONS))} of method "
+                f"{self.name!r}; expected some of {names(ADDONS)}."
+            )
         if self.alpha < 0 or self.beta < 0 or self.lr <= 0:
             raise ValueError(f"Method {self.name!r} needs alpha, beta >= 0 and lr > 0.")
 
@@ -257,6 +291,18 @@ class MethodSpec:
 # batch 128, 5 epochs, add-on "none"). FT, l1-sparse and NGPlus moved UA at no rate that did not
 # collapse the model there, so they keep the small-CNN scale's. These are starting points: each
 # scale tunes its own.
+#: The default plain-SGD rates of the three related methods, measured at the smoke scale as the
+#: others (digits MLP, random 10 %, batch 128, 5 epochs; retrained UA 5.8, MIA 9.1): EUPMU at
+#: 0.3 reaches UA 4.1 at RA 98.6 (0.5: UA 6.6, RA 96.1; 1.0: UA 26.4, RA 87.3); the implicit
+#: form at 0.1 reaches UA 4.1, RA 99.3, MIA 10.7 (0.2: UA 9.9, RA 93.4); MinNorm-OG keeps FT's
+#: 0.5 (its projections, one per epoch there, move UA to 18.2 at RA 78.8 with c = 0.1, not at
+#: all with c = 0.01). Their authors' code uses SGD with momentum 0.9 at 1e-3 (EUPMU, random
+#: 10 %, ``train_scripts/cifar-10/unlearning_methods/10%/eu.sh``) and AdamW at 1e-3 to 1e-6
+#: (MinNorm-OG, ``configs/erase``).
+LR_EUPMU = 0.3
+LR_EUPMU_IMPLICIT = 0.1
+LR_MINNORM = 0.5
+
 #: The base methods by name. ``ngplus`` and ``srl`` are this project's forms (the literature
 #: harness's, used by the committed records); ``ngplus_authors`` and ``srl_authors`` are the
 #: authors' (``unlearn/NGPlus.py``, ``unlearn/SRL.py`` of owl1996/UnlearningFocusVector), and
@@ -332,6 +378,37 @@ METHODS: dict[str, MethodSpec] = {
         epoch_over="retain", uses=("l1_gamma",), penalty="l1",
         description="fine-tuning with an l1 penalty whose weight decays linearly to 0",
     ),
+    "eupmu": MethodSpec(
+        name="eupmu", loss_u="random_label_ce", loss_c="ce", alpha=1.0, beta=1.0,
+        batching="mixed", lr=LR_EUPMU, epoch_over="both", rule="eupmu",
+        uses=("eupmu_eps", "eupmu_max_norm"),
+        description="EUPMU's explicit unilateral gradient surgery (UNGrad): on a mixed batch, "
+                    "g_f + lambda* g_r with lambda* = max(0, (-<g_r, g_f> - eps) / |g_r|^2), "
+                    "L_f the random-label CE, two backward passes, the direction clipped to "
+                    "norm 1 (ImplicitGradientSurgery in weighted_methods/weight_methods.py)",
+    ),
+    "eupmu_implicit": MethodSpec(
+        name="eupmu_implicit", loss_u="random_label_ce", loss_c="ce", alpha=1.0, beta=1.0,
+        batching="mixed", lr=LR_EUPMU_IMPLICIT, epoch_over="both", rule="eupmu_implicit",
+        addons=("none", "salun", "salun_step"),
+        uses=("eupmu_w_lr", "eupmu_error", "eupmu_w_init", "eupmu_w_decay"),
+        description="EUPMU's implicit form: one backward pass of w log L_r + log L_f on a "
+                    "mixed batch (L_f the random-label CE), w updated after each step by Adam "
+                    "from the observed change of log L_r (class EU in "
+                    "weighted_methods/weight_methods.py, unlearn/RL.py)",
+    ),
+    "minnorm_og": MethodSpec(
+        name="minnorm_og", loss_u="neg_ce", loss_c="ce", alpha=0.0, beta=1.0,
+        batching="paired", lr=LR_MINNORM, epoch_over="forget", rule="minnorm_og",
+        addons=("none",),
+        uses=("minnorm_reg", "minnorm_decay", "minnorm_samples", "minnorm_every",
+              "minnorm_gd_epochs"),
+        description="MinNorm-OG: before each retain-loss step, theta -= c * P_perp theta, "
+                    "P_perp the projection orthogonal to the max-logit gradients of a "
+                    "class-balanced sample of the retain batch, c decaying geometrically; an "
+                    "epoch over D_f with D_r batches alongside (MinNormOGUnlearner in "
+                    "common/unlearners/unlearners.py of jacob-block/overparameterized-unlearning)",
+    ),
 }
 # SalUn is not a base method here: it is an add-on that combines with any base method. SalUn's
 # own is "rl" + "salun" (a static global mask at theta0); the authors' SalUn baseline is
@@ -381,3 +458,157 @@ def passes(spec: MethodSpec) -> tuple[Pass, ...]:
     if spec.batching == "mixed":
         return (Pass("union", 1.0, 1.0),)
     return (Pass(spec.epoch_over, 1.0, 1.0),)
+
+
+# --- the related methods' math (EUPMU, MinNorm-OG) ----------------------------------------------
+
+#: The constant EUPMU's code adds to ``||g_r||^2`` and to each loss before its log (``EPS`` in
+#: ``weighted_methods/weight_methods.py``).
+EUPMU_EPS: float = 1e-8
+
+
+def eupmu_lambda(dot_rf: float, sq_norm_r: float, eps: float = 0.0) -> float:
+    """EUPMU's multiplier ``lambda* = max(0, (-<g_r, g_f> - eps) / (||g_r||^2 + 1e-8))``.
+
+    The direction ``d = g_f + lambda* g_r`` (descend: ``theta - lr * d``) solves
+    ``min ||d - g_f||^2`` subject to ``<g_r, d> >= -eps``: where the two gradients conflict
+    (``<g_r, g_f> < -eps``) a step along ``-d`` raises the retain loss ``L_r`` at the first-order
+    rate ``eps`` exactly (``<g_r, d> = -eps``), and ``g_f`` is left as it is otherwise. Only the
+    forget gradient is changed ("unilateral" surgery).
+
+    References:
+        Zhou et al., "Efficient Utility-Preserving Machine Unlearning with Implicit Gradient
+        Surgery" (NeurIPS 2025, arXiv 2510.22124), Proposition 3.2 as its code names it;
+        ``ImplicitGradientSurgery.get_weighted_loss`` in
+        ``classification/classification_EU_RL/weighted_methods/weight_methods.py`` of
+        anseryuer/EUPMU-Efficient-Utility-Preserving-Machine-Unlearning (``epsilon`` 0 by
+        default, ``lambda*`` applied only when > 0).
+
+    Args:
+        dot_rf: ``<g_r, g_f>``.
+        sq_norm_r: ``||g_r||^2`` (>= 0).
+        eps: the allowed first-order rate of increase of ``L_r``.
+
+    Returns:
+        ``lambda* >= 0``.
+    """
+    value = (-dot_rf - eps) / (sq_norm_r + EUPMU_EPS)
+    return value if value > 0 else 0.0
+
+
+class AdamScalar(NamedTuple):
+    """The state of :func:`eupmu_w_step`: Adam's two moments of ``w`` and its step count."""
+
+    m: float = 0.0
+    v: float = 0.0
+    t: int = 0
+
+
+def eupmu_w_step(w: float, delta: float, state: AdamScalar, *, lr: float = 1.0,
+                 weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> tuple[float, AdamScalar]:
+    """One update of EUPMU's weight ``w``: an Adam step with ``delta`` as its gradient.
+
+    ``delta = log L_r(before) - log L_r(after) - error`` on the same batch around the model's
+    step: when the retain loss rises by more than ``error`` (in log), ``delta < 0`` and ``w``
+    grows, so the next steps weigh the retain loss more (``w`` acts as the Lagrange multiplier
+    of the constraint on ``L_r``). ``torch.optim.Adam``'s rule with coupled weight decay:
+    ``g = delta + wd * w``, ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``.
+
+    References:
+        ``EU.update`` in ``weighted_methods/weight_methods.py`` of
+        anseryuer/EUPMU-Efficient-Utility-Preserving-Machine-Unlearning (``Adam([w],
+        lr=w_lr, weight_decay=gamma)``, ``gamma = 0.01``).
+
+    Args:
+        w: the current weight.
+        delta: the gradient given to Adam.
+        state: the previous state (``AdamScalar()`` at first).
+        lr: Adam's learning rate (their ``eu_w_lr``), > 0.
+        weight_decay: coupled weight decay (their ``gamma``), >= 0.
+        betas: Adam's ``(b1, b2)``.
+        eps: Adam's ``eps``.
+
+    Returns:
+        The new ``w`` and state.
+    """
+    b1, b2 = betas
+    g = delta + weight_decay * w
+    m = b1 * state.m + (1 - b1) * g
+    v = b2 * state.v + (1 - b2) * g * g
+    t = state.t + 1
+    step = lr * (m / (1 - b1 ** t)) / (math.sqrt(v / (1 - b2 ** t)) + eps)
+    return w - step, AdamScalar(m, v, t)
+
+
+def orthogonal_part(theta: Tensor, vectors: Tensor) -> Tensor:
+    """``P_perp theta``: the part of ``theta`` orthogonal to the span of the columns of ``vectors``.
+
+    ``P_perp theta = theta - Q Q^T theta`` with ``Q`` the reduced QR basis of ``vectors``
+    (``d x n``), computed in float64. With ``n < d`` independent columns (the setting: a few
+    samples, many parameters) this is the orthogonal projection. With dependent columns the
+    reduced ``Q`` still has ``n`` orthonormal columns, so a space larger than the span is
+    removed, as in the authors' code, which uses the same QR.
+
+    References:
+        ``proj(x, A, perp=True)`` in ``common/utils/misc_utils.py`` of
+        jacob-block/overparameterized-unlearning; Block, Mokhtari, Shakkottai, "Machine
+        Unlearning under Overparameterization" (NeurIPS 2025, arXiv 2505.22601), Alg. 1.
+
+    Args:
+        theta: a vector of length ``d``.
+        vectors: a ``d x n`` matrix.
+
+    Returns:
+        ``P_perp theta``, in ``theta``'s dtype.
+
+    Raises:
+        ValueError: the shapes do not match.
+    """
+    if theta.dim() != 1 or vectors.dim() != 2 or vectors.shape[0] != theta.shape[0]:
+        raise ValueError(f"orthogonal_part needs a vector of length d and a d x n matrix. Got "
+                         f"shapes {tuple(theta.shape)} and {tuple(vectors.shape)} instead.")
+    q, _ = torch.linalg.qr(vectors.to(torch.float64), mode="reduced")
+    x = theta.to(torch.float64)
+    return (x - q @ (q.T @ x)).to(theta.dtype)
+
+
+def class_balanced_indices(targets: Tensor, size: int, generator: torch.Generator) -> Tensor:
+    """MinNorm-OG's sample of a retain batch: ``size // C`` random indices of each of its classes.
+
+    ``C`` is the number of classes present in ``targets``; a class with fewer samples gives
+    all of them. With ``size < C``, one index per class (this project's choice; the authors'
+    code would take none).
+
+    References:
+        ``MinNormOGUnlearner.get_output_grads`` in ``common/unlearners/unlearners.py`` of
+        jacob-block/overparameterized-unlearning (``grad_sample_size`` 50).
+
+    Args:
+        targets: the batch's labels.
+        size: the sample size asked for, >= 1.
+        generator: the random stream.
+
+    Returns:
+        Indices into ``targets``, sorted by class.
+    """
+    labels = targets.cpu()
+    classes = torch.unique(labels)
+    per_class = max(1, size // len(classes))
+    out = []
+    for c in classes:
+        idx = torch.nonzero(labels == c).flatten()
+        order = torch.randperm(len(idx), generator=generator, device=generator.device)
+        out.append(idx[order.cpu()[:per_class]])
+    return torch.cat(out).to(targets.device)
+
+
+def minnorm_coefficient(reg: float, decay: float, k: int) -> float:
+    """The coefficient of MinNorm-OG's ``k``-th projection (0-based): ``reg * decay**k``.
+
+    References:
+        ``MinNormOGUnlearner.pre_loss_update`` (``reg_coef *= reg_coef_decay`` after each
+        projection) of jacob-block/overparameterized-unlearning.
+    """
+    return reg * decay ** k

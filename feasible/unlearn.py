@@ -22,13 +22,20 @@ from feasible.masks import (
     saliency_mask,
 )
 from feasible.methods import (
+    EUPMU_EPS,
     LOSSES,
     METHODS,
     PENALTIES,
+    AdamScalar,
     MethodSpec,
     Pass,
+    class_balanced_indices,
+    eupmu_lambda,
+    eupmu_w_step,
     l1_weight,
     method_weights,
+    minnorm_coefficient,
+    orthogonal_part,
     passes,
 )
 from feasible.noise import EMA_EPS, EMA_RHO, NOISE_MODELS, ema_step, grad_stats
@@ -43,7 +50,10 @@ __all__ = [
     "UnlearnConfig",
     "UnlearnResult",
     "masked_adam_step",
+    "eupmu_weights",
     "masked_sgd_step",
+    "minnorm_project",
+    "output_gradients",
     "relevant_fields",
     "saliency_at",
     "unlearn",
@@ -135,6 +145,31 @@ class UnlearnConfig:
         protocol: a key of :data:`PROTOCOLS`; the record names it.
         optimizer: a key of :data:`OPTIMIZERS`; ``None``: the protocol's.
         mask_mode: a key of :data:`MASK_MODES`; ``None``: the protocol's.
+        eupmu_eps: ``eupmu``'s allowed first-order rise rate ``eps`` of the retain loss in
+            ``lambda*`` (:func:`feasible.methods.eupmu_lambda`), a finite float; 0 is the
+            authors' default (``ImplicitGradientSurgery(epsilon=0.0)``).
+        eupmu_max_norm: ``eupmu``'s clip of the direction's global L2 norm, > 0, or 0 for no
+            clip; 1 is the authors' (``max_norm=1.0``, applied before the SalUn mask, as here:
+            the clip scales the unmasked direction).
+        eupmu_w_lr: ``eupmu_implicit``'s Adam rate for ``w``, > 0; 1 is the authors' for
+            random 10 % (their scripts' ``--eu_w_lr 1``; the argparse default is 3).
+        eupmu_error: ``eupmu_implicit``'s ``error``, the tolerated drop of ``log L_r`` per step
+            subtracted from ``delta``, a finite float; 0.01 is the authors' for random 10 %
+            (``--eu_error 0.01``; class-wise 0.05, the argparse default 0.03).
+        eupmu_w_init: ``eupmu_implicit``'s initial ``w``, a finite float (a negative ``w``
+            weighs ``L_r`` 0); 0 is the authors' (``--weight_init``).
+        eupmu_w_decay: ``eupmu_implicit``'s Adam weight decay on ``w``, >= 0; the authors'
+            ``gamma = 0.01`` (class ``EU``).
+        minnorm_reg: ``minnorm_og``'s first projection coefficient ``c`` in [0, 1] (the
+            authors' ``reg_coef``, ``1 / (1 + lambda)``; their grids take 0.001 to 0.1 on
+            images, 0.1 to 1 on the regression); 0.1 here.
+        minnorm_decay: its geometric decay per projection in [0, 1] (``reg_coef_decay``; their
+            grids 0.2 to 0.9); 0.8 here.
+        minnorm_samples: retain samples per projection, >= 1 (``grad_sample_size``, 50 in every
+            grid of theirs).
+        minnorm_every: project in every ``minnorm_every``-th epoch, >= 1 (``proj_pd``, 1).
+        minnorm_gd_epochs: the last epochs without projection, >= 0 (``num_gd_epochs``, 0 in
+            their image grids).
     """
 
     method: str
@@ -159,6 +194,17 @@ class UnlearnConfig:
     protocol: str = "harness"
     optimizer: str | None = None
     mask_mode: str | None = None
+    eupmu_eps: float = 0.0
+    eupmu_max_norm: float = 1.0
+    eupmu_w_lr: float = 1.0
+    eupmu_error: float = 0.01
+    eupmu_w_init: float = 0.0
+    eupmu_w_decay: float = 0.01
+    minnorm_reg: float = 0.1
+    minnorm_decay: float = 0.8
+    minnorm_samples: int = 50
+    minnorm_every: int = 1
+    minnorm_gd_epochs: int = 0
 
     def __post_init__(self) -> None:
         owner = type(self).__name__  # a subclass (feasible.experiment.Config) names itself
@@ -219,6 +265,28 @@ class UnlearnConfig:
             raise bad("l1_gamma", "a finite float >= 0")
         if not (is_int(self.seed) and self.seed >= 0):
             raise bad("seed", "an int >= 0")
+        for name in ("eupmu_eps", "eupmu_error", "eupmu_w_init"):
+            if not is_real(getattr(self, name)):
+                raise bad(name, "a finite float")
+        if not (is_real(self.eupmu_max_norm) and self.eupmu_max_norm >= 0):
+            raise bad("eupmu_max_norm", "a finite float >= 0 (0: no clip)")
+        if not (is_real(self.eupmu_w_lr) and self.eupmu_w_lr > 0):
+            raise bad("eupmu_w_lr", "a finite float > 0")
+        if not (is_real(self.eupmu_w_decay) and self.eupmu_w_decay >= 0):
+            raise bad("eupmu_w_decay", "a finite float >= 0")
+        for name in ("minnorm_reg", "minnorm_decay"):
+            if not (is_real(getattr(self, name)) and 0 <= getattr(self, name) <= 1):
+                raise bad(name, "a float in the interval [0, 1]")
+        for name, low in (("minnorm_samples", 1), ("minnorm_every", 1), ("minnorm_gd_epochs", 0)):
+            if not (is_int(getattr(self, name)) and getattr(self, name) >= low):
+                raise bad(name, f"an int >= {low}")
+        allowed = self.spec.addons
+        if allowed is not None and self.addon not in allowed:
+            raise ValueError(
+                f"The add-on {self.addon!r} does not combine with method {self.method!r}; "
+                f"it allows {names(allowed)}.")
+        if self.spec.rule != "linear" and self.agg != "lin":
+            raise bad("agg", f"'lin' for method {self.method!r} (its rule fixes the weights)")
         alpha, beta = self.weights
         if alpha == 0 and beta == 0:
             raise ValueError(
@@ -546,6 +614,102 @@ def _batch_saliency(model: nn.Module, params: dict[str, nn.Parameter], x: Tensor
     return saliency_mask(grads, fraction, per_tensor=True)
 
 
+# --- the related methods' steps (EUPMU, MinNorm-OG) -------------------------------------------
+
+def eupmu_weights(g_u: Tree, g_c: Tree, a_w: float, b_w: float, *, eps: float = 0.0,
+                  max_norm: float = 1.0) -> tuple[float, float, float]:
+    """EUPMU's explicit step as the two weights of ``g_u`` and ``g_c``.
+
+    With ``g_f = a_w g_u`` and ``g_r = b_w g_c`` (the batch shares of a mixed batch, as the
+    authors weigh each part's mean loss by its share), the direction ``g_f + lambda* g_r``
+    (:func:`feasible.methods.eupmu_lambda`) is ``a_w g_u + lambda* b_w g_c``; its global norm
+    is then clipped to ``max_norm`` (``torch.nn.utils.clip_grad_norm_``'s factor
+    ``min(1, max_norm / (norm + 1e-6))``; 0: no clip). The clip scales both weights, so that an
+    add-on's mask applies to the clipped direction, as in the authors' code where the mask
+    multiplies the clipped gradients.
+
+    References:
+        ``ImplicitGradientSurgery`` in ``weighted_methods/weight_methods.py`` and the ``mtl``
+        branch of ``unlearn/RL.py`` of anseryuer/EUPMU-Efficient-Utility-Preserving-Machine-
+        Unlearning.
+
+    Args:
+        g_u: the forget gradient (mean over the batch's forget part).
+        g_c: the retain gradient.
+        a_w: the weight of ``g_u`` (its share of the batch).
+        b_w: the weight of ``g_c``.
+        eps: EUPMU's ``epsilon``.
+        max_norm: the clip, >= 0.
+
+    Returns:
+        ``(alpha, beta, lambda*)``: the weights of ``g_u`` and ``g_c`` in the step, and
+        ``lambda*``.
+    """
+    dot = sum((g_u[n].double() * g_c[n].double()).sum() for n in g_u)
+    sq_u = _sq_norm(g_u)
+    sq_c = _sq_norm(g_c)
+    dot, sq_u, sq_c = (float(v) for v in torch.stack([torch.as_tensor(dot), sq_u, sq_c]).cpu())
+    dot_w, sq_f, sq_r = a_w * b_w * dot, a_w * a_w * sq_u, b_w * b_w * sq_c
+    lam = eupmu_lambda(dot_w, sq_r, eps)
+    scale = 1.0
+    if max_norm > 0:
+        norm = math.sqrt(max(sq_f + 2 * lam * dot_w + lam * lam * sq_r, 0.0))
+        scale = min(1.0, max_norm / (norm + 1e-6))
+    return scale * a_w, scale * lam * b_w, lam
+
+
+@torch.no_grad()
+def _set_flat(params: dict[str, nn.Parameter], flat: Tensor) -> None:
+    start = 0
+    for p in params.values():
+        p.copy_(flat[start:start + p.numel()].view_as(p).to(p.dtype))
+        start += p.numel()
+
+
+def output_gradients(model: nn.Module, params: dict[str, nn.Parameter], x: Tensor) -> Tensor:
+    """The gradients of each sample's output ``f(x_i)`` (the max logit), as columns ``d x n``.
+
+    One forward pass of ``x`` in the model's current mode (the authors' code stays in train
+    mode, so BatchNorm uses the sample's statistics), then one backward pass per sample.
+
+    References:
+        ``MinNormOGUnlearner.get_output_grads`` of jacob-block/overparameterized-unlearning
+        ("f" of a classifier: the max logit).
+    """
+    out = model(x)
+    scores = out.max(dim=1).values if out.dim() > 1 and out.shape[1] > 1 else out.reshape(-1)
+    plist = list(params.values())
+    columns = []
+    for i in range(len(scores)):
+        grads = torch.autograd.grad(scores[i], plist, retain_graph=i < len(scores) - 1,
+                                    allow_unused=True)
+        columns.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                  for g, p in zip(grads, plist)]))
+    return torch.stack(columns, dim=1)
+
+
+def minnorm_project(model: nn.Module, params: dict[str, nn.Parameter], x: Tensor, y: Tensor, *,
+                    coef: float, samples: int, generator: torch.Generator) -> None:
+    """MinNorm-OG's projection step, in place: ``theta -= coef * P_perp theta``.
+
+    ``P_perp`` projects onto the orthogonal complement of the span of the output gradients
+    (:func:`output_gradients`) of a class-balanced sample of ``samples`` points of the retain
+    batch ``(x, y)`` (:func:`feasible.methods.class_balanced_indices`), by
+    :func:`feasible.methods.orthogonal_part`. To first order the step leaves those samples'
+    outputs unchanged (it is orthogonal to their gradients) and shrinks the rest of ``theta``:
+    the closed form of ``min ||theta + Delta||^2 + lambda ||Delta||^2`` over perturbations
+    orthogonal to the span, ``Delta = -P_perp theta / (1 + lambda)``, ``coef = 1 / (1 + lambda)``.
+
+    References:
+        Block, Mokhtari, Shakkottai (NeurIPS 2025, arXiv 2505.22601), Alg. 1;
+        ``MinNormOGUnlearner.pre_loss_update`` of jacob-block/overparameterized-unlearning.
+    """
+    idx = class_balanced_indices(y, samples, generator)
+    basis = output_gradients(model, params, x[idx])
+    theta = torch.cat([p.detach().reshape(-1) for p in params.values()])
+    _set_flat(params, theta - coef * orthogonal_part(theta, basis))
+
+
 # --- batches -----------------------------------------------------------------------------------
 
 def _seeded(seed: int, stream: int, device: torch.device) -> torch.Generator:
@@ -733,8 +897,10 @@ def unlearn(
         raise TypeError(f"The 'cfg' parameter of unlearn must be an UnlearnConfig. "
                         f"Got {type(cfg).__name__} instead.")
     addon = ADDONS[cfg.addon]
+    rule = cfg.spec.rule
     watched = on_step is not None  # the observer sees both estimates and their errors
-    needs_both, needs_se = addon.needs_both or watched, addon.needs_se or watched
+    needs_both = addon.needs_both or watched or rule == "eupmu"  # EUPMU compares g_f and g_r
+    needs_se = addon.needs_se or watched
     for name, (x, y) in (("forget", forget), ("retain", retain)):
         if len(x) != len(y) or len(y) < (2 if needs_se else 1):
             raise ValueError(
@@ -782,6 +948,8 @@ def unlearn(
             return masked_sgd_step(params, direction, keep, state, lr=cfg.learning_rate,
                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                    leaky=leaky)
+    eu_w, eu_state = float(cfg.eupmu_w_init), AdamScalar()  # EUPMU's implicit weight
+    projections = 0  # MinNorm-OG's projections so far
     setup_time = time.perf_counter() - start
     records: list[dict[str, Any]] = []
     wall_time = setup_time
@@ -826,6 +994,10 @@ def unlearn(
         t0 = time.perf_counter()
         gamma = l1_weight(cfg.l1_gamma, epoch - 1, cfg.epochs)
         sums: dict[str, Any] = {"loss_u": 0.0, "loss_u_n": 0, "loss_c": 0.0, "loss_c_n": 0}
+        related: dict[str, float] = {"lambda": 0.0, "lambda_n": 0, "lambda_active": 0,
+                                     "coef": 0.0, "projections": 0}
+        project = (rule == "minnorm_og" and epoch - 1 < cfg.epochs - cfg.minnorm_gd_epochs
+                   and (epoch - 1) % cfg.minnorm_every == 0)
         steps, diverged = 0, False
         if spec.partner == "epoch" and epoch > 1:  # a fresh shuffled pass of each partner set
             partners = partner_streams()
@@ -835,7 +1007,30 @@ def unlearn(
                 est: dict[str, _Estimate | None] = {"forget": None, "retain": None}
                 drawn = {which: draw(which, role, idx) for which, (idx, role) in sides.items()
                          if len(idx)}
-                if joint:  # one forward and backward pass of the mixed batch's mean loss
+                if project and "retain" in drawn:  # MinNorm-OG: towards the minimum norm first
+                    coef = minnorm_coefficient(cfg.minnorm_reg, cfg.minnorm_decay, projections)
+                    minnorm_project(model, params, *drawn["retain"], coef=coef,
+                                    samples=cfg.minnorm_samples,
+                                    generator=streams("main", "retain", "minnorm", cpu))
+                    projections += 1
+                    related["coef"], related["projections"] = coef, related["projections"] + 1
+                if rule == "eupmu_implicit":  # one backward pass of w log L_r + log L_f
+                    x_all = torch.cat([drawn[w][0] for w in drawn])
+                    outputs = torch.split(model(x_all), [len(drawn[w][1]) for w in drawn])
+                    total, shares = None, {}
+                    for (which, (_, y)), out in zip(drawn.items(), outputs):
+                        loss = losses[which].criterion(out, y)
+                        est[which] = _Estimate({}, None, float(loss.detach()))
+                        shares[which] = len(y) / len(x_all)
+                        weight = 1.0 if which == "forget" else max(eu_w, 0.0)
+                        if weight > 0:
+                            term = weight * torch.log(shares[which] * loss + EUPMU_EPS)
+                            total = term if total is None else total + term
+                    g_u = _zeros(params)
+                    g_c = _zeros(params) if total is None else _grads(params, total)
+                    se_u = se_c = _zeros(params) if needs_se else None
+                    a_w, b_w = 0.0, 1.0
+                elif joint:  # one forward and backward pass of the mixed batch's mean loss
                     x_all = torch.cat([drawn[w][0] for w in drawn])
                     outputs = torch.split(model(x_all), [len(drawn[w][1]) for w in drawn])
                     total, n = 0.0, len(x_all)
@@ -881,6 +1076,12 @@ def unlearn(
                         and _finite(g_u, g_c, se_u, se_c)):
                     diverged = True
                     break
+                if rule == "eupmu":  # g_f + lambda* g_r, clipped, as the weights of the two
+                    a_w, b_w, lam = eupmu_weights(g_u, g_c, a_w, b_w, eps=cfg.eupmu_eps,
+                                                  max_norm=cfg.eupmu_max_norm)
+                    related["lambda"] += lam
+                    related["lambda_n"] += 1
+                    related["lambda_active"] += lam > 0
                 update = compute_update(  # the inputs are the loop's own: no re-validation
                     g_u, g_c, se_u, se_c, addon=cfg.addon, agg=cfg.agg, alpha=a_w, beta=b_w,
                     p=cfg.p, saliency=saliency, focus_variant=cfg.focus_variant,
@@ -891,6 +1092,18 @@ def unlearn(
                              "loss_u": est["forget"].loss if est["forget"] else None,
                              "loss_c": est["retain"].loss if est["retain"] else None})
                 step, state = take_step(update.direction, update.keep, state)
+                if rule == "eupmu_implicit" and "retain" in drawn:  # w from the retain loss
+                    with torch.no_grad():  # the same batch after the step (train mode, theirs)
+                        after = torch.split(model(x_all), [len(drawn[w][1]) for w in drawn])
+                    y_r = drawn["retain"][1]
+                    loss_after = float(losses["retain"].criterion(after[list(drawn).index(
+                        "retain")], y_r))
+                    share = shares["retain"]
+                    delta = (math.log(share * est["retain"].loss + EUPMU_EPS)
+                             - math.log(share * loss_after + EUPMU_EPS) - cfg.eupmu_error)
+                    if math.isfinite(delta):
+                        eu_w, eu_state = eupmu_w_step(eu_w, delta, eu_state, lr=cfg.eupmu_w_lr,
+                                                      weight_decay=cfg.eupmu_w_decay)
                 aggregate = aggregate_unchecked(g_u, g_c, cfg.agg, a_w, b_w)
                 for key, value in _step_stats(update.keep, g_u, g_c, update.direction, aggregate,
                                               step).items():
@@ -909,6 +1122,15 @@ def unlearn(
                                   **_epoch_means(sums, steps), "diverged": diverged}
         if spec.penalty is not None:
             record["l1_weight"] = gamma
+        if rule == "eupmu":  # the mean multiplier and the share of steps where it was > 0
+            n = related["lambda_n"]
+            record["eupmu_lambda"] = related["lambda"] / n if n else None
+            record["eupmu_active_fraction"] = related["lambda_active"] / n if n else None
+        elif rule == "eupmu_implicit":
+            record["eupmu_w"] = eu_w
+        elif rule == "minnorm_og":
+            record["minnorm_projections"] = int(related["projections"])
+            record["minnorm_coef"] = related["coef"] if related["projections"] else None
         if on_epoch is not None:
             record.update(on_epoch(epoch, model) or {})
             model.train()
