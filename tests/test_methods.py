@@ -37,6 +37,11 @@ TABLE = {
     # DeepUnlearn's RandomRelabel: uniform labels on D_f, concatenated with D_r, shuffled
     "srl_deepunlearn": ("random_label_ce", "ce", 1.0, 1.0, "mixed", "cycle"),
     "l1_sparse": ("neg_ce", "ce", 0.0, 1.0, "retain", "cycle"),
+    # the related methods (tests/test_eupmu.py, tests/test_minnorm.py): EUPMU on mixed batches
+    # with random labels on D_f (unlearn/RL.py's mtl branch); MinNorm-OG's retain steps over D_f
+    "eupmu": ("random_label_ce", "ce", 1.0, 1.0, "mixed", "cycle"),
+    "eupmu_implicit": ("random_label_ce", "ce", 1.0, 1.0, "mixed", "cycle"),
+    "minnorm_og": ("neg_ce", "ce", 0.0, 1.0, "paired", "cycle"),
 }
 
 

@@ -68,7 +68,8 @@ def flat(model):
 
 # Every method with "none" and "prob" (both gradients and a noise model); every add-on with a
 # paired method, the sequential one and the mixed one (whose two paths, one pass or two, differ).
-PAIRS = sorted({(m, a) for m in METHODS for a in ("none", "prob")}
+PAIRS = sorted({(m, a) for m in METHODS for a in ("none", "prob")
+                if METHODS[m].addons is None or a in METHODS[m].addons}  # the add-ons it takes
                | {(m, a) for m in ("ngplus", "rl", "srl_deepunlearn") for a in ADDONS})
 
 
