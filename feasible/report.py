@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,10 +47,10 @@ __all__ = [
     "claim_comparisons", "claim_evidence", "claim_verdicts", "convergence_table", "data_sources",
     "departures_table", "diverged_table", "environment_table", "epoch_curves", "format_mean_sd",
     "grid_configs", "GridRecords", "load_grid_records", "load_grids", "load_subgrids",
-    "mia_agreement", "mia_spread_table", "plot_ablation", "plot_comparisons", "plot_epochs",
-    "plot_lr_sweep", "plot_times", "plot_verdict_grid", "references_table", "results_table",
-    "run_row", "runs_table", "show", "summarize", "timing_table", "verdict", "verdict_markdown",
-    "verdict_table", "where",
+    "mia_agreement", "mia_spread_table", "plot_ablation", "plot_claim", "plot_comparisons",
+    "plot_epochs", "plot_lr_sweep", "plot_stacked", "plot_times", "plot_verdict_grid",
+    "references_table", "results_table", "run_row", "runs_table", "show", "summarize",
+    "timing_table", "verdict", "verdict_markdown", "verdict_summary", "verdict_table", "where",
 ]
 
 #: The add-ons of the paper (AND, PROB, F) and of the authors' code (OPT, focus + OPT) that the
@@ -796,6 +796,28 @@ def verdict_table(verdicts: pd.DataFrame, bold: bool = False) -> pd.DataFrame:
     return pd.DataFrame.from_dict(table, orient="index")
 
 
+def verdict_summary(verdicts: pd.DataFrame, claim: str) -> str:
+    """One claim's verdict per protocol, scale and dataset, with its counts, as lines of text
+    (``"No comparison recorded yet."`` when there is none).
+
+    Args:
+        verdicts: :func:`claim_verdicts` rows.
+        claim: one of :data:`CLAIMS`.
+
+    Raises:
+        ValueError: for a claim not in :data:`CLAIMS`.
+    """
+    if claim not in CLAIMS:
+        raise ValueError(f"claim must be one of {sorted(CLAIMS)}, got {claim!r}")
+    lines = []
+    for row in verdicts[verdicts.claim == claim].itertuples():
+        lines.append(f"{PROTOCOL_NAMES.get(row.protocol, row.protocol)}, {row.scale}, "
+                     f"{row.dataset}: {row.verdict}\n"
+                     f"  {row.holds} hold, {row.does_not_hold} do not, {row.mixed} mixed, of "
+                     f"{row.counted} with 2+ seeds; {row.one_seed} with one seed")
+    return "\n".join(lines) or "No comparison recorded yet."
+
+
 def verdict_markdown(verdicts: pd.DataFrame, status: Mapping[str, str] | None = None) -> str:
     """:func:`verdict_table` as a Markdown table (for a page's ``{include}``), with ``status``
     lines (e.g. ``{"cpu-authors": "12 of 84 configurations recorded"}``) said under it."""
@@ -1295,8 +1317,54 @@ def _style() -> None:
                          "legend.fontsize": 10, "xtick.labelsize": 10, "ytick.labelsize": 10})
 
 
+def _canvas(figsize: tuple[float, float], into: Any = None) -> Any:
+    """A new figure of ``figsize`` (inches, constrained layout), or ``into`` when given (a
+    figure or a subfigure of :func:`plot_stacked`, which sized it)."""
+    import matplotlib.pyplot as plt
+
+    _style()
+    return plt.figure(figsize=figsize, layout="constrained") if into is None else into
+
+
+def plot_stacked(draws: Sequence[Callable[[Any], Any]]) -> Any:
+    """One figure of several plots stacked top to bottom, so that a page shows them as one
+    numbered figure.
+
+    Each ``draw(into)`` is one of this module's ``plot_*`` functions with its arguments bound
+    (e.g. ``lambda into: plot_times(part, title, into=into)``): called with ``None`` it draws a
+    figure of its own size, which is measured and closed; called with a subfigure it draws
+    into that. The stack is as wide as the widest plot and as high as all of them.
+
+    Args:
+        draws: at least one drawing function.
+
+    Returns:
+        The matplotlib figure.
+
+    Raises:
+        ValueError: for an empty ``draws``.
+    """
+    import matplotlib.pyplot as plt
+
+    draws = list(draws)
+    if not draws:
+        raise ValueError("plot_stacked needs at least one plot, got none")
+    sizes = []
+    for draw in draws:
+        alone = draw(None)
+        sizes.append(tuple(alone.get_size_inches()))
+        plt.close(alone)
+    if len(draws) == 1:
+        return draws[0](None)
+    fig = _canvas((max(w for w, _ in sizes), sum(h for _, h in sizes)))
+    parts = fig.subfigures(len(draws), 1, height_ratios=[h for _, h in sizes])
+    for draw, part in zip(draws, parts):
+        draw(part)
+    return fig
+
+
 def plot_epochs(curves: pd.DataFrame, references: pd.DataFrame, title: str,
-                addons: Sequence[str] = FIG5_ADDONS) -> Any:
+                addons: Sequence[str] = FIG5_ADDONS, *, into: Any = None) -> Any:
     """UA, RA, TA, MIA member rate and time per epoch of each add-on, seeds as bands.
 
     The paper's Fig. 5 redrawn for one protocol, scenario and method: per add-on, the mean over
@@ -1309,15 +1377,15 @@ def plot_epochs(curves: pd.DataFrame, references: pd.DataFrame, title: str,
         references: :func:`references_table` rows of the same protocol and scenario.
         title: the figure's title.
         addons: the add-ons drawn, in legend order (those absent from ``curves`` skipped).
+        into: a (sub)figure to draw into (:func:`plot_stacked`); None for a new figure.
 
     Returns:
         The matplotlib figure (3 x 2 panels, the last one the legend).
     """
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    _style()
-    fig, axes = plt.subplots(3, 2, figsize=(7.2, 8.4), constrained_layout=True)
+    fig = _canvas((7.2, 8.4), into)
+    axes = fig.subplots(3, 2)
     handles = []
     present = [a for a in addons if a in set(curves.addon)]
     for addon in present:
@@ -1354,16 +1422,16 @@ def plot_epochs(curves: pd.DataFrame, references: pd.DataFrame, title: str,
     return fig
 
 
-def plot_comparisons(comparisons: pd.DataFrame, title: str) -> Any:
+def plot_comparisons(comparisons: pd.DataFrame, title: str, *, into: Any = None) -> Any:
     """Each comparison's mean improvement with ±2 SE (bars) and the MIA spread (grey), by
     verdict colour: a forest plot of one claim for one protocol (right of 0: as claimed)."""
-    import matplotlib.pyplot as plt
 
-    _style()
     colours = {"holds": "#009E73", "does not hold": "#D55E00", "mixed": "#999999"}
     markers = {"holds": "o", "does not hold": "s", "mixed": "D"}
     rows = comparisons.reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.4), constrained_layout=True)
+    several_lrs = rows.lr.nunique() > 1  # then each label names its learning rate
+    fig = _canvas((8, 0.32 * len(rows) + 1.4), into)
+    ax = fig.subplots()
     labels = []
     for i, row in rows.iterrows():
         y = len(rows) - 1 - i
@@ -1374,8 +1442,9 @@ def plot_comparisons(comparisons: pd.DataFrame, title: str) -> Any:
         ax.errorbar(row.improvement, y, xerr=err, fmt=markers[row.verdict],
                     color=colours[row.verdict], ms=5, capsize=2)
         base = "" if row.baseline == "none" else f" vs {row.baseline}"
+        rate = f", lr {row.lr:g}" if several_lrs and not pd.isna(row.lr) else ""
         labels.append(f"{METHOD_NAMES.get(row.method, row.method)} + "
-                      f"{ADDON_NAMES.get(row.addon, row.addon)}{base}, {row.scenario}")
+                      f"{ADDON_NAMES.get(row.addon, row.addon)}{base}, {row.scenario}{rate}")
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows) - 1, -1, -1), labels)
     ax.set_ylim(-0.7, len(rows) - 0.3)
@@ -1387,16 +1456,14 @@ def plot_comparisons(comparisons: pd.DataFrame, title: str) -> Any:
     return fig
 
 
-def plot_times(runs: pd.DataFrame, title: str) -> Any:
+def plot_times(runs: pd.DataFrame, title: str, *, into: Any = None) -> Any:
     """Unlearning seconds per run of each method and add-on (one dot per seed; crosses:
     diverged), one panel per scenario, from 0."""
-    import matplotlib.pyplot as plt
 
-    _style()
     scenarios = sorted(set(runs.scenario))
     panels = max(1, len(scenarios))
-    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels + 0.6, 3.6), squeeze=False,
-                             constrained_layout=True, sharey=True)
+    fig = _canvas((3.6 * panels + 0.6, 3.6), into)
+    axes = fig.subplots(1, panels, squeeze=False, sharey=True)
     methods = sorted(set(runs.method))
     addons = [a for a in ADDON_NAMES if a in set(runs.addon)]
     width = 0.8 / max(1, len(addons))
@@ -1422,20 +1489,20 @@ def plot_times(runs: pd.DataFrame, title: str) -> Any:
     return fig
 
 
-def plot_verdict_grid(comparisons: pd.DataFrame, title: str) -> Any:
+def plot_verdict_grid(comparisons: pd.DataFrame, title: str, *, into: Any = None) -> Any:
     """The verdicts of many comparisons at a glance: rows the treated settings, columns the
     scenario, baseline and metric, each cell coloured by verdict and labelled with the mean
     improvement (in the metric's unit; > 0 as claimed)."""
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    _style()
     short = {"mia_member": "MIA", "abs_rUA": "|rUA|", "epochs_to_target": "epochs",
              "time_ratio": "time"}
     several = comparisons.scenario.nunique() > 1
+    several_lrs = comparisons.lr.nunique() > 1  # then each row names its learning rate
     table = comparisons.assign(
-        row=[_setting_name(r) for _, r in comparisons.iterrows()],
+        row=[_setting_name(r) + (f", lr {r.lr:g}" if several_lrs else "")
+             for _, r in comparisons.iterrows()],
         col=[(f"{r.scenario}\n" if several else "")
              + f"vs {r.baseline}\n{short.get(r.metric, r.metric)}"
              for _, r in comparisons.iterrows()])
@@ -1443,8 +1510,8 @@ def plot_verdict_grid(comparisons: pd.DataFrame, title: str) -> Any:
     cols = list(dict.fromkeys(table.col))
     code = {"holds": 0, "does not hold": 1, "mixed": 2}
     grid = np.full((len(rows), len(cols)), np.nan)
-    fig, ax = plt.subplots(figsize=(0.95 * len(cols) + 2.6, 0.42 * len(rows) + 1.9),
-                           constrained_layout=True)
+    fig = _canvas((0.95 * len(cols) + 2.6, 0.42 * len(rows) + 1.9), into)
+    ax = fig.subplots()
     for _, r in table.iterrows():
         i, j = rows.index(r.row), cols.index(r.col)
         grid[i, j] = code[r.verdict]
@@ -1463,14 +1530,43 @@ def plot_verdict_grid(comparisons: pd.DataFrame, title: str) -> Any:
     return fig
 
 
-def plot_lr_sweep(curves: pd.DataFrame, references: pd.DataFrame, title: str) -> Any:
+def plot_claim(comparisons: pd.DataFrame, claim: str) -> Any:
+    """All comparisons of one claim as one figure, or None when there is none.
+
+    One plot per scale, dataset and protocol stacked (:func:`plot_stacked`): a forest plot
+    (:func:`plot_comparisons`) for the claims against the method without add-on, a verdict
+    grid (:func:`plot_verdict_grid`, one per scenario too) for ``beats_baselines``.
+
+    Args:
+        comparisons: :func:`claim_comparisons` rows (any claims; those of ``claim`` drawn).
+        claim: one of :data:`CLAIMS`.
+
+    Raises:
+        ValueError: for a claim not in :data:`CLAIMS`.
+    """
+    if claim not in CLAIMS:
+        raise ValueError(f"claim must be one of {sorted(CLAIMS)}, got {claim!r}")
+    grid = claim == "beats_baselines"
+    keys = ["scale", "dataset", "protocol"] + (["scenario"] if grid else [])
+    plot = plot_verdict_grid if grid else plot_comparisons
+    draws = []
+    for values, group in comparisons[comparisons.claim == claim].groupby(keys):
+        case = dict(zip(keys, values))
+        title = (f"{PROTOCOL_NAMES.get(case['protocol'], case['protocol'])}, "
+                 f"{DATASET_NAMES.get(case['dataset'], case['dataset'])}"
+                 + (f", {case['scenario']}" if grid else "") + f" ({case['scale']} scale)")
+        draws.append(lambda into, group=group, title=title: plot(group, title, into=into))
+    return plot_stacked(draws) if draws else None
+
+
+def plot_lr_sweep(curves: pd.DataFrame, references: pd.DataFrame, title: str, *,
+                  into: Any = None) -> Any:
     """UA per epoch of a method without add-on at each learning rate recorded (seeds as bands),
     with the retrained (dashed) and original (dotted) models' UA: does the forget accuracy
     travel from the original's to the retrained model's?"""
-    import matplotlib.pyplot as plt
 
-    _style()
-    fig, ax = plt.subplots(figsize=(7.4, 3.8), constrained_layout=True)
+    fig = _canvas((7.4, 3.8), into)
+    ax = fig.subplots()
     colours = ["#000000", "#0072B2", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#D55E00"]
     part = curves[~curves.diverged].dropna(subset=["UA"])
     for colour, (lr, group) in zip(colours * 3, part.groupby("lr")):
@@ -1496,7 +1592,8 @@ ABLATION_PANELS: dict[str, str] = {"UA": "UA (%)", "RA": "RA (%)", "TA": "TA (%)
                                    "unlearn_s": "unlearning time (s)"}
 
 
-def plot_ablation(table: pd.DataFrame, references: pd.DataFrame, title: str) -> Any:
+def plot_ablation(table: pd.DataFrame, references: pd.DataFrame, title: str, *,
+                  into: Any = None) -> Any:
     """The final metrics of an ablation against the varied value, the recorded runs only.
 
     One panel per :data:`ABLATION_PANELS` metric; x: the varied value (a numeric axis when one
@@ -1510,14 +1607,13 @@ def plot_ablation(table: pd.DataFrame, references: pd.DataFrame, title: str) -> 
         table: an :func:`ablation_table`.
         references: :func:`references_table` rows of the ablation's records.
         title: the figure's title.
+        into: a (sub)figure to draw into (:func:`plot_stacked`); None for a new figure.
 
     Returns:
         The matplotlib figure (2 x 4 panels, the legend below).
     """
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    _style()
     fields = [c for c in table.columns[:list(table.columns).index("value")] if c != "addon"]
     numeric = (len(fields) == 1 and table[fields[0]].map(
         lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all())
@@ -1529,7 +1625,8 @@ def plot_ablation(table: pd.DataFrame, references: pd.DataFrame, title: str) -> 
         positions = {name: i for i, name in enumerate(dict.fromkeys(names))}
         x_of = {i: positions[n] for i, n in zip(table.index, names)}
     addons = list(dict.fromkeys(table.addon))
-    fig, axes = plt.subplots(2, 4, figsize=(10.4, 5.0), constrained_layout=True)
+    fig = _canvas((10.4, 5.0), into)
+    axes = fig.subplots(2, 4)
     done = table[table.recorded]
     for j, addon in enumerate(addons):
         part, colour = done[done.addon == addon], PALETTE.get(addon, "#999999")

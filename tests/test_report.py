@@ -471,3 +471,31 @@ def test_build_book_hash_follows_declared_inputs(tmp_path, monkeypatch):
     assert [p.name for p in build.input_files(nbformat.read(reads, as_version=4))] == ["a.json"]
     (tmp_path / "data" / "a.json").write_text('{"new": 1}')
     assert build.source_hash(reads) != after[0]
+
+
+def test_plot_stacked_draws_each_plot_once_into_one_figure_of_their_total_height():
+    import matplotlib.pyplot as plt
+
+    sizes = [(4.0, 2.0), (6.0, 3.0)]
+    drawn = []
+
+    def plot(size, label):
+        def draw(into):
+            fig = report._canvas(size, into)
+            fig.subplots().set_title(label)
+            drawn.append((label, into is None))
+            return fig
+        return draw
+
+    fig = report.plot_stacked([plot(sizes[0], "a"), plot(sizes[1], "b")])
+    assert tuple(fig.get_size_inches()) == (6.0, 5.0)
+    assert [ax.get_title() for ax in fig.get_axes()] == ["a", "b"]
+    # each plot measured alone once (then closed), then drawn into its subfigure
+    assert drawn == [("a", True), ("b", True), ("a", False), ("b", False)]
+    assert plt.get_fignums() == [fig.number]
+    plt.close(fig)
+    single = report.plot_stacked([plot(sizes[0], "c")])
+    assert tuple(single.get_size_inches()) == sizes[0]
+    plt.close(single)
+    with pytest.raises(ValueError, match="at least one plot"):
+        report.plot_stacked([])
