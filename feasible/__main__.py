@@ -1,4 +1,4 @@
-"""The command line: ``python -m feasible run|sweep|list|bench`` (see ``--help`` of each)."""
+"""The command line: ``python -m feasible run|sweep|status|list|bench`` (see ``--help`` of each)."""
 from __future__ import annotations
 
 import argparse
@@ -82,6 +82,41 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no progress report (default: a bar of runs and one per phase of each "
                             "run and worker on a terminal, else one line per run and per phase)")
 
+    cluster = sweep.add_argument_group(
+        "cluster", "--launcher slurm submits the configurations without a record as one SLURM "
+                   "job array through submitit (each task runs --chunk of them); the other "
+                   "options of this group need it")
+    cluster.add_argument("--launcher", default="local", choices=("local", "slurm"),
+                         help="where configurations run (default: local, this machine)")
+    cluster.add_argument("--partition", default=None, help="SLURM partition (default: the "
+                                                            "cluster's)")
+    cluster.add_argument("--gpus-per-task", default=None, type=int, metavar="N",
+                         help="GPUs per array task (default: 0)")
+    cluster.add_argument("--cpus-per-task", default=None, type=int, metavar="N",
+                         help="CPUs per array task, its torch threads (default: 1)")
+    cluster.add_argument("--time", default=None, type=int, metavar="MINUTES",
+                         help="time limit of each task, in minutes (default: 60)")
+    cluster.add_argument("--array-parallelism", default=None, type=int, metavar="N",
+                         help="tasks running at once at most (default: 64)")
+    cluster.add_argument("--chunk", default=None, type=int, metavar="N",
+                         help="configurations per task, one after the other (default: 1)")
+    cluster.add_argument("--sbatch", action="append", default=None, metavar="KEY=VALUE",
+                         help="another sbatch option, e.g. account=lab or exclusive (repeatable)")
+    cluster.add_argument("--log-folder", default=None, metavar="DIR",
+                         help="submitit's scripts and task logs, and the ledger of submissions "
+                              "that 'status' reads (default: <FEASIBLE_CACHE>/slurm)")
+
+    status = sub.add_parser("status", help="done / running / queued / failed / missing, per "
+                                           "configuration of a grid",
+                            description="Where each configuration of a grid stands: its record, "
+                                        "a live claim, the SLURM state of the task it was "
+                                        "submitted in, its failure record, and the task's log.")
+    status.add_argument("grid", help="a grid JSON file, e.g. grids/smoke.json")
+    status.add_argument("--shard", default=None, metavar="I/N",
+                        help="only configurations I, I+N, I+2N, ... of the grid (0-based I)")
+    status.add_argument("--log-folder", default=None, metavar="DIR",
+                        help="the launcher's log folder (default: <FEASIBLE_CACHE>/slurm)")
+
     sub.add_parser("list", help="datasets, models, methods, add-ons and scales")
 
     bench = sub.add_parser("bench", help="seconds per unlearning step of each add-on, as a "
@@ -147,13 +182,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from feasible.experiment import claim_owner, read_record
-    from feasible.sweep import expand, label, load_grid, sweep
+#: The options of ``sweep`` that only the slurm launcher reads, by their ``SlurmOptions`` field.
+CLUSTER_OPTIONS: dict[str, str] = {
+    "partition": "partition", "gpus_per_task": "gpus_per_task", "cpus_per_task": "cpus_per_task",
+    "time": "time_min", "array_parallelism": "array_parallelism", "chunk": "chunk",
+    "sbatch": "sbatch", "log_folder": "log_folder"}
 
-    if args.limit is not None and args.limit < 0:
-        raise ValueError(f"The '--limit' option must be an int >= 0. Got {args.limit} instead.")
-    jobs = _jobs(args.jobs)
+
+def _grid_configs(args: argparse.Namespace) -> list[Config]:
+    """The configurations of ``args.grid``, only those of ``args.shard`` when given."""
+    from feasible.sweep import expand, load_grid
+
     grid = load_grid(args.grid)
     try:
         configs = expand(grid)
@@ -167,6 +206,60 @@ def _sweep(args: argparse.Namespace) -> int:
             raise ValueError(f"The '--shard' option must be I/N with 0 <= I < N. "
                              f"Got {args.shard!r} instead.") from None
         configs = configs[index::count]
+    return configs
+
+
+def _slurm_options(args: argparse.Namespace) -> Any:
+    """The ``SlurmOptions`` of the cluster options given (``None`` for the local launcher).
+
+    Raises:
+        ValueError: a cluster option without ``--launcher slurm``, ``--jobs`` with it, or a bad
+            value (named as its option).
+    """
+    given = {field: getattr(args, option) for option, field in CLUSTER_OPTIONS.items()
+             if getattr(args, option) is not None}
+    if args.launcher != "slurm":
+        if given:
+            name = next(o for o, f in CLUSTER_OPTIONS.items() if f in given)
+            raise ValueError(f"The '--{name.replace('_', '-')}' option needs '--launcher "
+                             f"slurm' (the local runner computes on this machine).")
+        return None
+    if args.jobs != "1":
+        raise ValueError(f"The '--jobs' option is the local runner's; with '--launcher slurm' "
+                         f"use --array-parallelism and --chunk. Got --jobs {args.jobs!r}.")
+    from feasible.launch import SlurmOptions
+
+    try:
+        return SlurmOptions(**given)
+    except ValueError as err:
+        message = str(err)
+        for option, field in CLUSTER_OPTIONS.items():
+            message = message.replace(f"'{field}' option of the slurm launcher",
+                                      f"'--{option.replace('_', '-')}' option")
+        raise ValueError(message) from None
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from feasible.experiment import claim_owner, read_record
+    from feasible.sweep import label, sweep
+
+    if args.limit is not None and args.limit < 0:
+        raise ValueError(f"The '--limit' option must be an int >= 0. Got {args.limit} instead.")
+    options = _slurm_options(args)
+    jobs = _jobs(args.jobs)
+    configs = _grid_configs(args)
+    if options is not None:
+        from feasible.launch import submit
+
+        try:
+            submission = submit(configs, options, device=args.device, limit=args.limit,
+                                dry_run=args.dry_run)
+        except RuntimeError as err:
+            print(f"python -m feasible sweep: error: {err}", file=sys.stderr)
+            return 2
+        for line in submission.lines():
+            print(line)
+        return 0
     summary = sweep(configs, device=args.device, limit=args.limit, dry_run=args.dry_run,
                     progress=not args.no_progress, jobs=jobs)
     if args.dry_run:
@@ -179,6 +272,14 @@ def _sweep(args: argparse.Namespace) -> int:
     for line in summary.lines():
         print(line)
     return 1 if summary.failed else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from feasible.launch import status, status_lines
+
+    for line in status_lines(status(_grid_configs(args), args.log_folder)):
+        print(line)
+    return 0
 
 
 def _jobs(value: str) -> int:
@@ -252,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = {"run": _run, "sweep": _sweep, "list": _list, "bench": _bench}[args.command]
+    command = {"run": _run, "sweep": _sweep, "status": _status, "list": _list,
+               "bench": _bench}[args.command]
     previous = progress.enable(args.command in ("run", "sweep") and not args.no_progress)
     try:
         progress.enabled()  # a bad FEASIBLE_PROGRESS is an error before any work

@@ -680,14 +680,23 @@ def _drop_stale_claim(path: Path) -> None:
             pass
 
 
+def _slurm_task() -> str | None:
+    """The SLURM task this process runs in (``"<job>_<index>"`` or ``"<job>"``), else ``None``."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
 def _record_failure(config: Config, err: BaseException) -> str | None:
-    """Write the failure record of ``config``; the error that prevented it, or ``None``."""
+    """Write the failure record of ``config``: its error, traceback, time and SLURM job id
+    (``None`` outside SLURM); return the error that prevented it, or ``None``."""
     path = failure_path(config)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"config": config.to_dict(), "error": repr(err),
                                     "traceback": traceback.format_exc(),
-                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+                                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    "job": _slurm_task()}, indent=1))
     except OSError as write_err:
         return f"{path}: {type(write_err).__name__}: {write_err}"
     return None
