@@ -119,17 +119,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="datasets, models, methods, add-ons and scales")
 
-    bench = sub.add_parser("bench", help="seconds per unlearning step of each add-on, as a "
-                                         "ratio to the plain step, measured side by side")
-    bench.add_argument("--model", default="small_cnn", help="a model name (default: small_cnn)")
+    bench = sub.add_parser("bench", help="what each add-on costs: seconds and peak memory per "
+                                         "unlearning step as ratios to the plain step, measured "
+                                         "side by side; an epoch; an evaluation")
+    bench.add_argument("--models", default="small_cnn,resnet18,vgg16_bn", metavar="NAMES",
+                       help="comma-separated model names (default: small_cnn,resnet18,vgg16_bn)")
+    bench.add_argument("--model", default=None, help="one model (overrides --models)")
+    bench.add_argument("--batch-sizes", default="128,256", metavar="INTS",
+                       help="comma-separated batch sizes (default: 128,256)")
+    bench.add_argument("--batch-size", type=int, default=None, metavar="INT",
+                       help="one batch size (overrides --batch-sizes)")
     bench.add_argument("--method", default="ngplus", help="the base method (default: ngplus)")
-    bench.add_argument("--batch-size", type=int, default=128, metavar="INT")
-    bench.add_argument("--steps", type=int, default=10, metavar="INT",
-                       help="steps timed per add-on (default: 10)")
-    bench.add_argument("--noise", default="microbatch", help="microbatch or per_sample")
+    bench.add_argument("--addons", default=None, metavar="NAMES",
+                       help="comma-separated add-ons (default: all)")
+    bench.add_argument("--noises", default="ema,microbatch,per_sample", metavar="NAMES",
+                       help="noise models of PROB, focus and focus_opt (per_sample only where "
+                            "defined; default: all)")
+    bench.add_argument("--rounds", type=int, default=5, metavar="INT",
+                       help="rounds of alternation, one step per variant each (default: 5)")
     bench.add_argument("--k", type=int, default=8, metavar="INT", help="micro-batches (default: 8)")
-    bench.add_argument("--width", type=int, default=None, metavar="INT")
+    bench.add_argument("--width", action="append", default=[], metavar="MODEL=INT",
+                       help="a model's width (repeatable; on the CPU resnet18 and vgg16_bn "
+                            "default to 16)")
+    bench.add_argument("--threads", type=int, default=None, metavar="INT",
+                       help="torch threads (default: torch's)")
     bench.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    bench.add_argument("--no-epoch", action="store_true", help="skip the epoch measurement")
+    bench.add_argument("--no-eval", action="store_true", help="skip the evaluation measurement")
+    bench.add_argument("--out", default=None, metavar="PATH",
+                       help="write the JSON here; 'auto': results/bench/<host kind>.json "
+                            "(cpu-<CPU model>-<N>cores or cuda-<GPU>)")
     return parser
 
 
@@ -320,18 +340,41 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import torch
+    from feasible.bench import format_table, run, write_json
 
-    from feasible.bench import bench
+    def names(text: str) -> list[str]:
+        return [t.strip() for t in text.split(",") if t.strip()]
 
-    rows = bench(args.model, method=args.method, batch_size=args.batch_size, steps=args.steps,
-                 noise=args.noise, k=args.k, width=args.width, device=args.device)
-    print(f"{args.model}, method {args.method}, batch {args.batch_size}, {args.steps} steps per "
-          f"add-on, noise {args.noise} (k={args.k}); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s)")
-    print(f"{'add-on':8s}{'s/step':>10s}{'x none':>8s}{'setup s':>9s}")
-    for row in rows:
-        print(f"{row['addon']:8s}{row['step_s']:10.4f}{row['ratio']:8.2f}{row['setup_s']:9.3f}")
+    try:
+        sizes = [args.batch_size] if args.batch_size is not None else [
+            int(t) for t in names(args.batch_sizes)]
+    except ValueError:
+        print(f"error: --batch-sizes must be comma-separated ints. Got {args.batch_sizes!r} "
+              "instead.", file=sys.stderr)
+        return 2
+    widths = {}
+    for item in args.width:
+        name, _, value = item.partition("=")
+        if not value.isdigit():
+            print(f"error: --width must be MODEL=INT (e.g. resnet18=16). Got {item!r} instead.",
+                  file=sys.stderr)
+            return 2
+        widths[name] = int(value)
+    kwargs = {"method": args.method, "noises": names(args.noises), "rounds": args.rounds,
+              "k": args.k, "widths": widths, "device": args.device, "threads": args.threads,
+              "memory": not args.no_memory, "epoch": not args.no_epoch,
+              "evaluation": not args.no_eval,
+              "log": lambda line: print(line, file=sys.stderr, flush=True)}
+    if args.addons is not None:
+        kwargs["addons"] = names(args.addons)
+    try:
+        result = run([args.model] if args.model else names(args.models), sizes, **kwargs)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.out:
+        print(f"written: {write_json(result, args.out)}")
     return 0
 
 

@@ -94,10 +94,15 @@ def _phi(g: Tensor, se: Tensor) -> Tensor:
 
 
 def _centred_phi(g: Tensor, se: Tensor) -> Tensor:
-    """phi - 1/2 through erf, which keeps the sign and relative precision near 1/2."""
-    positive = se > 0
-    z = g / torch.where(positive, se, torch.ones_like(se))
-    return torch.where(positive, 0.5 * torch.erf(z * _SQRT_HALF), 0.5 * torch.sign(g))
+    """phi - 1/2 through erf, which keeps the sign and relative precision near 1/2.
+
+    One buffer, worked in place: ``0.5 * erf(g / se / sqrt 2)``. Where ``se = 0`` the quotient
+    is ``+-inf`` and ``erf`` gives ``+-1``, i.e. ``0.5 * sign(g)``, except ``0 / 0``, whose NaN
+    becomes ``0 = 0.5 * sign(0)`` (inputs are finite: the callers check them).
+    """
+    z = torch.div(g, se)
+    z.mul_(_SQRT_HALF).erf_().mul_(0.5)
+    return z.nan_to_num_(nan=0.0, posinf=0.5, neginf=-0.5)
 
 
 def _probability(d_u: Tensor, d_c: Tensor, p: float = 0.5) -> Tensor:
@@ -152,20 +157,47 @@ def _certify(u: Tensor, g_u: Tensor, g_c: Tensor, weight: Optional[Tensor]) -> T
 
     ok = (remaining(uu * gu) >= 0) & (remaining(uu * gc) >= 0)
     cut = torch.argmax(ok.to(torch.uint8))  # the first k that certifies; ok[n] is always True
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(n, device=u.device)
-    return (rank >= cut).reshape(u.shape)
+    keep = torch.ones(n, dtype=torch.bool, device=u.device)
+    keep[order[:cut]] = False  # the first `cut` in the order go (one host sync, for the slice)
+    return keep.reshape(u.shape)
 
 
-def _midpoint_quantile(sorted_values: Tensor, q: float) -> Tensor:
-    """``torch.quantile(x, q, interpolation="midpoint")`` from the sorted values of x."""
-    n = sorted_values.numel()
+def _midpoint_ranks(n: int, q: float) -> tuple[int, int]:
+    """The two ranks (0-based, ascending) whose midpoint is the ``q``-quantile of ``n`` values."""
     position = q * (n - 1)
     nearest = round(position)
     if abs(position - nearest) <= 4 * 2.0**-52 * max(1.0, position):
         position = float(nearest)  # 1 - (1 - q) is q up to rounding: keep an exact rank exact
-    low, high = math.floor(position), math.ceil(position)
-    return torch.lerp(sorted_values[low], sorted_values[high], 0.5)
+    return math.floor(position), math.ceil(position)
+
+
+#: How :func:`saliency_mask` with ``per_tensor=True`` (``salun_step``) finds each tensor's
+#: threshold, by name: all three give the same value (the two order statistics around the
+#: quantile are the same numbers); ``python -m feasible bench`` times them
+#: (:func:`feasible.bench.selection_cost`). ``"kthvalue"``: two selections (quickselect on the
+#: CPU), no full sort; ``"topk"``: the smaller side's top-k; ``"sort"``: a full sort.
+QUANTILE_SELECTIONS: tuple[str, ...] = ("kthvalue", "topk", "sort")
+
+#: The selection in use, the bench's fastest on this project's CPU (see the Cost page).
+QUANTILE_SELECTION = "kthvalue"
+
+
+def _quantile_threshold(scores: Tensor, q: float, how: str = QUANTILE_SELECTION) -> Tensor:
+    """The midpoint ``q``-quantile of a flat tensor, by ``how`` (:data:`QUANTILE_SELECTIONS`)."""
+    n = scores.numel()
+    low, high = _midpoint_ranks(n, q)
+    if how == "sort":
+        ordered = torch.sort(scores).values
+        return torch.lerp(ordered[low], ordered[high], 0.5)
+    if how == "kthvalue":
+        at_low = torch.kthvalue(scores, low + 1).values
+        at_high = at_low if high == low else torch.kthvalue(scores, high + 1).values
+        return torch.lerp(at_low, at_high, 0.5)
+    if high + 1 <= n - low:  # the smallest high + 1 values hold both ranks, in ascending order
+        smallest = torch.topk(scores, high + 1, largest=False, sorted=True).values
+        return torch.lerp(smallest[low], smallest[high], 0.5)
+    largest = torch.topk(scores, n - low, largest=True, sorted=True).values  # descending
+    return torch.lerp(largest[n - 1 - low], largest[n - 1 - high], 0.5)
 
 
 def _top_fraction_per_tensor(g: Tensor, fraction: float) -> Tensor:
@@ -173,8 +205,7 @@ def _top_fraction_per_tensor(g: Tensor, fraction: float) -> Tensor:
     if g.numel() == 0:
         return torch.zeros_like(g, dtype=torch.bool)
     scores = g.detach().abs()
-    threshold = _midpoint_quantile(torch.sort(scores.reshape(-1)).values, 1.0 - fraction)
-    return scores >= threshold
+    return scores >= _quantile_threshold(scores.reshape(-1), 1.0 - fraction)
 
 
 def _top_fraction_global(grads: Tree, fraction: float) -> Tree:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -156,8 +156,295 @@ def _per_sample(
     return GradStats(mean, se, float(sum(loss_sums)) / n)
 
 
+# --- one backward pass: per-chunk and per-sample gradients from the layers' inputs and output
+# gradients (Goodfellow 2015, "Efficient per-example gradient computations"; Rochette, Manoel and
+# Tramel 2019 for convolutions; Opacus' grad samplers) ---------------------------------------
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_LAYERS = (nn.Linear, nn.Conv2d, *_BATCHNORMS)
+
+
+class _NotSeparable(Exception):
+    """The model is outside the fast path's cases: the caller falls back to the loop."""
+
+
+def _fast_layers(model: nn.Module) -> list[nn.Module] | None:
+    """The modules holding trainable parameters, if every one is a layer the fast path reads.
+
+    Linear, Conv2d (zero padding given as numbers) and BatchNorm, each holding only its own
+    ``weight`` and ``bias``; ``None`` when some trainable parameter lives elsewhere.
+    """
+    layers = []
+    for module in model.modules():
+        own = [n for n, p in module.named_parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        if not isinstance(module, _LAYERS) or not set(own) <= {"weight", "bias"}:
+            return None
+        if isinstance(module, nn.Conv2d) and (module.padding_mode != "zeros"
+                                              or isinstance(module.padding, str)):
+            return None
+        layers.append(module)
+    return layers
+
+
+def _bn_statistics(module: nn.Module) -> tuple[Tensor, Tensor]:
+    """BatchNorm's running mean and ``1 / sqrt(var + eps)`` (eval mode)."""
+    return module.running_mean, torch.rsqrt(module.running_var + module.eps)
+
+
+def _chunk_contributions(module: nn.Module, a: Tensor, g: Tensor, sizes: list[int],
+                         stats: list[tuple[Tensor, Tensor]] | None) -> dict[str, Tensor]:
+    """Per chunk, the part of the gradient of ``weight`` and ``bias`` its samples make.
+
+    ``a`` is the layer's input and ``g`` the gradient of the (weighted) loss with respect to its
+    output; both split into chunks of ``sizes`` samples. For BatchNorm, ``stats`` holds each
+    chunk's mean and ``1 / sqrt(var + eps)`` as the forward pass normalised it (``None``: the
+    running statistics, eval mode); ``d/d gamma = sum g (a - mean) * invstd`` and
+    ``d/d beta = sum g`` over the chunk's rows. Returns ``(k, *param.shape)`` tensors.
+    """
+    out: dict[str, list[Tensor]] = {"weight": [], "bias": []}
+    for j, (a_j, g_j) in enumerate(zip(torch.split(a, sizes), torch.split(g, sizes))):
+        if isinstance(module, nn.Linear):
+            a2, g2 = a_j.reshape(-1, a_j.shape[-1]), g_j.reshape(-1, g_j.shape[-1])
+            out["weight"].append(g2.T @ a2)
+            out["bias"].append(g2.sum(0))
+        elif isinstance(module, nn.Conv2d):
+            out["weight"].append(torch.nn.grad.conv2d_weight(
+                a_j, module.weight.shape, g_j, module.stride, module.padding, module.dilation,
+                module.groups))
+            out["bias"].append(g_j.sum((0, 2, 3)))
+        else:  # BatchNorm
+            dims = [0, *range(2, g_j.dim())]
+            mean, invstd = _bn_statistics(module) if stats is None else stats[j]
+            g_sum = g_j.sum(dims)
+            out["weight"].append(invstd * ((g_j * a_j).sum(dims) - mean * g_sum))
+            out["bias"].append(g_sum)
+    return {name: torch.stack(parts) for name, parts in out.items()
+            if getattr(module, name, None) is not None and getattr(module, name).requires_grad}
+
+
+def _ghost_forward(module: nn.Module, sizes: list[int],
+                   stats: list[tuple[Tensor, Tensor]]) -> Callable[[Tensor], Tensor]:
+    """BatchNorm normalising each chunk by its own statistics, as the loop of chunks does.
+
+    Each chunk's mean and ``1 / sqrt(var + eps)`` are appended to ``stats``.
+    """
+
+    def forward(x: Tensor) -> Tensor:
+        parts = []
+        for part in torch.split(x, sizes):
+            y, mean, invstd = torch.native_batch_norm(part, module.weight, module.bias, None,
+                                                      None, True, 0.0, module.eps)
+            parts.append(y)
+            stats.append((mean.detach(), invstd.detach()))
+        return torch.cat(parts)
+
+    return forward
+
+
+def _layer_backward(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    sizes: list[int],
+) -> tuple[list[tuple[nn.Module, Tensor, Tensor | None, Any]], Tensor]:
+    """One forward and one backward pass to every layer's output, none to the weights.
+
+    The batch runs forward once; BatchNorm that normalises by batch statistics does so chunk by
+    chunk (so each chunk's outputs are those of the chunk alone). The loss is
+    ``sum_j w_j loss_fn(outputs_j, targets_j)`` over chunks of ``sizes`` samples, with
+    ``w_j = n_j / n``; one backward pass gives the gradient at every layer's output, and the
+    weights' gradients are never formed by autograd.
+
+    Returns:
+        Per layer holding trainable parameters: the module, its input, the gradient at its
+        output (``None`` if the loss does not reach it) and, for chunk-normalised BatchNorm,
+        each chunk's ``(mean, invstd)`` (else ``None``); and the weighted loss.
+
+    Raises:
+        _NotSeparable: an unsupported layer, a layer run twice, or a layer's input or output
+            changed in place.
+    """
+    layers = _fast_layers(model)
+    if layers is None:
+        raise _NotSeparable
+    n = inputs.shape[0]
+    coupled = {m for m in layers if isinstance(m, _BATCHNORMS)
+               and (m.training or m.running_mean is None)}
+    seen: dict[nn.Module, tuple[Tensor, Tensor, int, int]] = {}
+
+    def capture(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+        if module in seen or len(args) != 1:
+            raise _NotSeparable
+        seen[module] = (args[0], output, args[0]._version, output._version)
+
+    handles = [m.register_forward_hook(capture) for m in layers]
+    stats: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {m: [] for m in coupled}
+    for m in coupled:
+        m.forward = _ghost_forward(m, sizes, stats[m])
+    try:
+        outputs = model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        for m in coupled:
+            del m.forward
+    losses = [_scalar(loss_fn(o, t)) for o, t in zip(torch.split(outputs, sizes),
+                                                     torch.split(targets, sizes))]
+    total = sum((size / n) * loss for size, loss in zip(sizes, losses))
+    order = [m for m in layers if m in seen]
+    grads = torch.autograd.grad(total, [seen[m][1] for m in order], allow_unused=True)
+    if any(seen[m][0]._version != seen[m][2] or seen[m][1]._version != seen[m][3]
+           for m in order):
+        raise _NotSeparable
+    by_module = dict(zip(order, grads))
+    out = []
+    for m in layers:
+        g = by_module.get(m)
+        a = seen[m][0].detach() if m in seen else None
+        out.append((m, a, None if g is None else g.detach(), stats.get(m)))
+    return out, total.detach()
+
+
+def _owned(model: nn.Module, module: nn.Module) -> dict[str, str]:
+    """``weight``/``bias`` of ``module`` that are trainable, to their names in ``model``."""
+    names = {p: name for name, p in model.named_parameters()}
+    return {pname: names[getattr(module, pname)] for pname in ("weight", "bias")
+            if getattr(module, pname, None) is not None and getattr(module, pname).requires_grad}
+
+
+def _chunk_gradients(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    sizes: list[int],
+) -> tuple[dict[str, Tensor], Tensor, list[float]]:
+    """Each chunk's weighted gradient by parameter name, from :func:`_layer_backward`.
+
+    Each chunk's gradient of a weight is formed from its rows of the layer's input and output
+    gradient (:func:`_chunk_contributions`).
+
+    Returns:
+        Parameter name to ``(k, *shape)``: chunk ``j``'s ``w_j * grad loss_fn(chunk j)``; the
+        weighted loss; the weights ``w_j``.
+    """
+    layers, total = _layer_backward(model, loss_fn, inputs, targets, sizes)
+    chunks: dict[str, Tensor] = {}
+    for m, a, g, stats in layers:
+        owned = _owned(model, m)
+        parts = {} if g is None else _chunk_contributions(m, a, g, sizes, stats)
+        for pname, name in owned.items():
+            p = getattr(m, pname)
+            chunks[name] = parts.get(pname, p.new_zeros((len(sizes), *p.shape)))
+    return chunks, total, [size / inputs.shape[0] for size in sizes]
+
+
+def _per_sample_moments(module: nn.Module, a: Tensor, g: Tensor,
+                        n: int) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per parameter, the sum of the per-sample gradients and their centred sum of squares.
+
+    ``g`` holds ``grad l_i / n`` in row ``i`` (the loss is the mean of per-sample losses), so
+    the per-sample gradient of a weight is ``n`` times its row's contribution. A Linear layer
+    on 2-D inputs needs no per-sample tensor: ``sum_i g_i^2 = n^2 (G^2)^T (A^2)`` (Goodfellow
+    2015), in float64 so that subtracting ``(sum_i g_i)^2 / n`` loses nothing a float32 result
+    keeps. Other layers form the per-sample gradients ``_PER_SAMPLE_CHUNK`` samples at a time
+    (Conv2d through ``unfold``, Rochette et al. 2019) and merge centred sums (Chan et al. 1979).
+    """
+    if isinstance(module, nn.Linear) and a.dim() == 2:
+        a64, g64 = a.double(), g.double() * n
+        out = {"weight": (g64.T @ a64, (g64 * g64).T @ (a64 * a64)),
+               "bias": (g64.sum(0), (g64 * g64).sum(0))}
+        return {name: (s1.to(a.dtype), (s2 - s1 * s1 / n).clamp_min(0.0).to(a.dtype))
+                for name, (s1, s2) in out.items()}
+    if isinstance(module, nn.Conv2d) and module.groups != 1:
+        raise _NotSeparable
+    count = 0
+    sums: dict[str, tuple[Tensor, Tensor]] = {}
+    for start in range(0, n, _PER_SAMPLE_CHUNK):
+        a_c, g_c = a[start:start + _PER_SAMPLE_CHUNK], g[start:start + _PER_SAMPLE_CHUNK] * n
+        b = a_c.shape[0]
+        if isinstance(module, nn.Linear):
+            per = {"weight": torch.einsum("b...o,b...i->boi", g_c, a_c),
+                   "bias": g_c.reshape(b, -1, g_c.shape[-1]).sum(1)}
+        elif isinstance(module, nn.Conv2d):
+            cols = torch.nn.functional.unfold(a_c, module.kernel_size, module.dilation,
+                                              module.padding, module.stride)
+            per = {"weight": torch.bmm(g_c.reshape(b, g_c.shape[1], -1), cols.transpose(1, 2))
+                   .reshape(b, *module.weight.shape), "bias": g_c.sum((2, 3))}
+        else:  # BatchNorm with running statistics (eval mode)
+            dims = list(range(2, g_c.dim()))
+            mean, invstd = _bn_statistics(module)
+            shape = [1, -1] + [1] * (a_c.dim() - 2)
+            x_hat = (a_c - mean.view(shape)) * invstd.view(shape)
+            per = {"weight": (g_c * x_hat).sum(dims), "bias": g_c.sum(dims)}
+        total = count + b
+        for name, t in per.items():
+            chunk_mean = t.mean(0)
+            chunk_m2 = ((t - chunk_mean) ** 2).sum(0)
+            if name not in sums:
+                sums[name] = (chunk_mean, chunk_m2)
+                continue
+            mean_, m2 = sums[name]
+            delta = chunk_mean - mean_
+            sums[name] = (mean_ + delta * (b / total), m2 + chunk_m2 + delta**2 * (count * b / total))
+        count = total
+    return {name: (m * n, m2) for name, (m, m2) in sums.items()}
+
+
+def _per_sample_fast(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    k: int,
+) -> GradStats:
+    """:func:`_per_sample` in one forward and one backward pass (:func:`_per_sample_moments`)."""
+    del k
+    n = inputs.shape[0]
+    if _coupling_modules(model):
+        raise _NotSeparable  # grad_stats refuses this case before; kept for direct callers
+    layers, total = _layer_backward(model, loss_fn, inputs, targets, [1] * n)
+    mean, se = {}, {}
+    for m, a, g, _ in layers:
+        owned = _owned(model, m)
+        moments = {} if g is None else _per_sample_moments(m, a, g, n)
+        for pname, name in owned.items():
+            p = getattr(m, pname)
+            s1, m2 = moments.get(pname, (torch.zeros_like(p), torch.zeros_like(p)))
+            mean[name] = s1 / n
+            se[name] = (m2.clamp_min(0.0) / ((n - 1) * n)).sqrt()
+    order = list(_trainable(model))
+    return GradStats({k_: mean[k_] for k_ in order}, {k_: se[k_] for k_ in order}, float(total))
+
+
+def _microbatch_fast(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    inputs: Tensor,
+    targets: Tensor,
+    k: int,
+) -> GradStats:
+    """:func:`_microbatch` in one forward and one backward pass (:func:`_chunk_gradients`)."""
+    sizes = [len(c) for c in torch.tensor_split(torch.arange(inputs.shape[0]), k)]
+    chunks, loss, weights = _chunk_gradients(model, loss_fn, inputs, targets, sizes)
+    mean, se = {}, {}
+    for name in _trainable(model):  # the model's order, as the loop's
+        c = chunks[name]
+        w = c.new_tensor(weights).view(-1, *([1] * (c.dim() - 1)))
+        mean[name] = c.sum(0)
+        m2 = (w * (c / w - mean[name]) ** 2).sum(0)
+        se[name] = (m2.clamp_min(0.0) / (k - 1)).sqrt()
+    return GradStats(mean, se, float(loss))
+
+
 #: Estimator name to function ``(model, loss_fn, inputs, targets, k) -> GradStats``.
 _ESTIMATORS = {"microbatch": _microbatch, "per_sample": _per_sample}
+
+#: The one-backward-pass estimators, exact where they apply (else :class:`_NotSeparable`).
+_FAST_ESTIMATORS = {"microbatch": _microbatch_fast, "per_sample": _per_sample_fast}
 
 
 def grad_stats(
@@ -168,6 +455,7 @@ def grad_stats(
     *,
     method: str = "microbatch",
     k: int = 8,
+    fast: bool = True,
 ) -> GradStats:
     """The batch-mean gradient of every trainable parameter and its standard error.
 
@@ -186,6 +474,20 @@ def grad_stats(
     mean over samples and :math:`s = \\mathrm{std}_{ddof=1} / \\sqrt{n}`. It needs a model
     without cross-sample coupling; BatchNorm in training mode is refused.
 
+    Fast path (``fast=True``, the default): for ``"microbatch"``, when every trainable
+    parameter belongs to a Linear, Conv2d or BatchNorm layer, the batch runs forward once and
+    backward once, and each chunk's gradient of each weight is formed from that chunk's rows of
+    the layer's input and of the gradient at its output (for Conv2d, the weight gradient of the
+    chunk, ``torch.nn.grad.conv2d_weight``); autograd never forms the weights' gradients. It is
+    the same estimator, equal to the loop of chunks within floating-point rounding: BatchNorm
+    that normalises by batch statistics (training mode) normalises each chunk by its own
+    statistics in that one pass, as the loop of chunks does, and the per-chunk gradients of its
+    scale and shift are :math:`\\sum g\\,\\hat x` and :math:`\\sum g` over the chunk's rows,
+    with :math:`\\hat x` from the chunk's statistics (the running ones in eval mode). The model
+    must be deterministic for the two to agree draw for draw (dropout would draw other masks).
+    Any other parameterised layer, a layer called twice, or an input or output changed in place
+    falls back to the loop. ``fast=False`` always runs the loop (the reference).
+
     The model is left as it was found: no ``.grad`` is written, every buffer (e.g.
     BatchNorm's running statistics) is restored, train/eval modes are unchanged.
 
@@ -202,6 +504,7 @@ def grad_stats(
         targets: the targets, first dimension ``n``.
         method: ``"microbatch"`` or ``"per_sample"``.
         k: the number of chunks for ``"microbatch"``, an int in [2, n].
+        fast: use the one-backward-pass path where it applies (see above).
 
     Returns:
         ``GradStats(mean, se, loss)``: dicts from parameter name to tensors shaped like the
@@ -259,6 +562,11 @@ def grad_stats(
     saved = {name: buf.detach().clone() for name, buf in model.named_buffers()}
     try:
         with torch.enable_grad():  # also works when called under torch.no_grad()
+            if fast and method in _FAST_ESTIMATORS:
+                try:
+                    return _FAST_ESTIMATORS[method](model, loss_fn, inputs, targets, k)
+                except _NotSeparable:
+                    pass  # a case the fast path does not cover: the loop below
             return _ESTIMATORS[method](model, loss_fn, inputs, targets, k)
     finally:
         with torch.no_grad():
