@@ -36,10 +36,12 @@ from feasible.paths import ROOT, cache_dir, check_writable, results_dir
 LAUNCHERS: tuple[str, ...] = ("local", "slurm")
 #: sbatch options that submitit sets itself (the array, the logs, the signal): not overridable.
 RESERVED_SBATCH: tuple[str, ...] = ("array", "output", "error", "open-mode", "signal", "wrap")
-#: SLURM job states of a task that has not ended (``squeue``'s long names).
-LIVE_STATES: tuple[str, ...] = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED",
-                                "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
-                                "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD", "STOPPED")
+#: SLURM job states of a task that may still compute configurations (``squeue``'s long names);
+#: not ``COMPLETING``, ``SIGNALING`` or ``STAGE_OUT``: a task in these is ending (a cancelled
+#: one too), and what it has not computed is missing.
+LIVE_STATES: tuple[str, ...] = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD",
+                                "REQUEUE_FED", "RESIZING", "SUSPENDED", "RESV_DEL_HOLD",
+                                "STOPPED")
 #: The ledger of a log folder: one JSON line per submission (job id, tasks, configurations).
 LEDGER: str = "submissions.jsonl"
 
@@ -504,7 +506,10 @@ def _failure(path: Path) -> str | None:
     if not isinstance(data, dict):
         return None
     job = f" (job {data['job']})" if data.get("job") else ""
-    return f"{data.get('error', 'an error')}{job}, traceback in {path}"
+    error = str(data.get("error", "an error")).split("\\n")[0]  # the repr's first line
+    if len(error) > 160:
+        error = error[:157] + "..."
+    return f"{error}{job}, traceback in {path}"
 
 
 def status_lines(rows: Sequence[ConfigStatus]) -> list[str]:

@@ -243,7 +243,7 @@ def test_a_grid_on_slurm_survives_a_cancelled_task(cluster, tmp_path, monkeypatc
     subprocess.run(["scancel", victim], check=True)
     with capsys.disabled():
         print(f"\n$ scancel {victim}   # while it computes {row.hash}")
-    _until(lambda: all(job_states([entry["job"]]).get(t) not in (None, *LIVE_STATES)
+    _until(lambda: all(job_states([entry["job"]]).get(t) not in (None, "COMPLETING", *LIVE_STATES)
                        for t in tasks), 240, "both tasks ending")
     states = job_states([entry["job"]])
     assert states[victim] == "CANCELLED" and states[f"{entry['job']}_0"] == "COMPLETED"
