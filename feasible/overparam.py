@@ -356,6 +356,7 @@ def plot_fits(data: SineData, models: Mapping[str, nn.Module], *,
             ax.set_xlabel("x")
     for ax in list(axes.flat)[len(models):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="upper left", ncol=2)
-    fig.tight_layout()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07 / rows, 1, 1))
     return fig
