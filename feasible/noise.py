@@ -127,6 +127,20 @@ def per_sample_chunks(
         yield {name: g.detach() for name, g in grads.items()}, losses.detach()
 
 
+def _merge(acc: tuple[Tensor, Tensor, int] | None, rows: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Mean, centred sum of squares and count of the rows seen so far, merged with ``rows``
+    (Chan, Golub and LeVeque 1979); ``acc=None`` starts from ``rows`` alone."""
+    b = rows.shape[0]
+    chunk_mean = rows.mean(dim=0)
+    chunk_m2 = ((rows - chunk_mean) ** 2).sum(dim=0)
+    if acc is None:
+        return chunk_mean, chunk_m2, b
+    mean, m2, count = acc
+    total = count + b
+    delta = chunk_mean - mean
+    return mean + delta * (b / total), m2 + chunk_m2 + delta**2 * (count * b / total), total
+
+
 def _per_sample(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
@@ -137,22 +151,15 @@ def _per_sample(
     """Exact per-sample gradients (:func:`per_sample_chunks`), merged chunk by chunk (Chan et
     al. 1979)."""
     del k  # one gradient per sample
-    count, loss_sums = 0, []
-    mean = {name: torch.zeros_like(p) for name, p in _trainable(model).items()}
-    m2 = {name: torch.zeros_like(p) for name, p in _trainable(model).items()}
+    loss_sums = []
+    acc: dict[str, tuple[Tensor, Tensor, int]] = {}
     n = inputs.shape[0]
     for grads, sample_losses in per_sample_chunks(model, loss_fn, inputs, targets):
-        b = sample_losses.shape[0]
-        total = count + b
         loss_sums.append(sample_losses.sum())
         for name, g in grads.items():
-            chunk_mean = g.mean(dim=0)
-            chunk_m2 = ((g - chunk_mean) ** 2).sum(dim=0)
-            delta = chunk_mean - mean[name]
-            mean[name] = mean[name] + delta * (b / total)
-            m2[name] = m2[name] + chunk_m2 + delta**2 * (count * b / total)
-        count = total
-    se = {name: (v.clamp_min(0.0) / ((n - 1) * n)).sqrt() for name, v in m2.items()}
+            acc[name] = _merge(acc.get(name), g)
+    mean = {name: a[0] for name, a in acc.items()}
+    se = {name: (a[1].clamp_min(0.0) / ((n - 1) * n)).sqrt() for name, a in acc.items()}
     return GradStats(mean, se, float(sum(loss_sums)) / n)
 
 
@@ -172,10 +179,14 @@ def _fast_layers(model: nn.Module) -> list[nn.Module] | None:
     """The modules holding trainable parameters, if every one is a layer the fast path reads.
 
     Linear, Conv2d (zero padding given as numbers) and BatchNorm, each holding only its own
-    ``weight`` and ``bias``; ``None`` when some trainable parameter lives elsewhere.
+    ``weight`` and ``bias``; ``None`` when some trainable parameter lives elsewhere, or when
+    dropout in training mode would draw other masks than the loop of chunks (the fast path is
+    the default only where it gives the loop's numbers).
     """
     layers = []
     for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.training:
+            return None
         own = [n for n, p in module.named_parameters(recurse=False) if p.requires_grad]
         if not own:
             continue
@@ -361,8 +372,7 @@ def _per_sample_moments(module: nn.Module, a: Tensor, g: Tensor,
                 for name, (s1, s2) in out.items()}
     if isinstance(module, nn.Conv2d) and module.groups != 1:
         raise _NotSeparable
-    count = 0
-    sums: dict[str, tuple[Tensor, Tensor]] = {}
+    acc: dict[str, tuple[Tensor, Tensor, int]] = {}
     for start in range(0, n, _PER_SAMPLE_CHUNK):
         a_c, g_c = a[start:start + _PER_SAMPLE_CHUNK], g[start:start + _PER_SAMPLE_CHUNK] * n
         b = a_c.shape[0]
@@ -379,19 +389,12 @@ def _per_sample_moments(module: nn.Module, a: Tensor, g: Tensor,
             mean, invstd = _bn_statistics(module)
             shape = [1, -1] + [1] * (a_c.dim() - 2)
             x_hat = (a_c - mean.view(shape)) * invstd.view(shape)
-            per = {"weight": (g_c * x_hat).sum(dims), "bias": g_c.sum(dims)}
-        total = count + b
+            per = {"weight": g_c * x_hat, "bias": g_c}
+            if dims:  # over positions (sum over an empty list would sum everything)
+                per = {name: t.sum(dims) for name, t in per.items()}
         for name, t in per.items():
-            chunk_mean = t.mean(0)
-            chunk_m2 = ((t - chunk_mean) ** 2).sum(0)
-            if name not in sums:
-                sums[name] = (chunk_mean, chunk_m2)
-                continue
-            mean_, m2 = sums[name]
-            delta = chunk_mean - mean_
-            sums[name] = (mean_ + delta * (b / total), m2 + chunk_m2 + delta**2 * (count * b / total))
-        count = total
-    return {name: (m * n, m2) for name, (m, m2) in sums.items()}
+            acc[name] = _merge(acc.get(name), t)
+    return {name: (m * n, m2) for name, (m, m2, _) in acc.items()}
 
 
 def _per_sample_fast(

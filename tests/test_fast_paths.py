@@ -173,3 +173,22 @@ def test_centred_phi_in_place_equals_its_two_branch_form(dtype):
     z = g / torch.where(positive, se, torch.ones_like(se))
     reference = torch.where(positive, 0.5 * torch.erf(z * masks._SQRT_HALF), 0.5 * torch.sign(g))
     assert torch.equal(masks._centred_phi(g, se), reference)
+
+
+def test_dropout_in_training_mode_keeps_the_loop_and_batchnorm1d_is_read():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3),
+                        nn.Linear(8, 3)).double()
+    assert _fast_layers(net) is None  # other dropout masks than the loop's: not exact
+    net[3].eval()
+    assert _fast_layers(net) is not None
+    x, y = torch.randn(16, 6, dtype=torch.float64), torch.randint(0, 3, (16,))
+    for mode in ("train", "eval"):
+        net[1].train(mode == "train")
+        methods = ["microbatch"] + (["per_sample"] if mode == "eval" else [])
+        for method in methods:
+            fast = feasible.grad_stats(net, F.cross_entropy, x, y, method=method, k=4)
+            slow = feasible.grad_stats(net, F.cross_entropy, x, y, method=method, k=4,
+                                       fast=False)
+            close(fast.mean, slow.mean)
+            close(fast.se, slow.se)
