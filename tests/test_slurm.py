@@ -174,8 +174,9 @@ def cluster():
     if not already:
         started = _script("start")
         if started.returncode != 0:
-            reason = (f"no SLURM: tools/slurm-local.sh start failed: "
-                      f"{started.stderr.strip().splitlines()[-1:] or started.returncode}")
+            said = [line for line in started.stderr.splitlines() if "slurm-local:" in line]
+            reason = (f"no SLURM: tools/slurm-local.sh start failed (exit "
+                      f"{started.returncode}): {said[-1] if said else started.stderr[-300:]}")
             print(reason, file=sys.stderr)
             _script("stop")
             pytest.skip(reason)
@@ -270,6 +271,8 @@ def test_a_grid_on_slurm_survives_a_cancelled_task(cluster, tmp_path, monkeypatc
     assert [d for t in second["tasks"] for d in t["configs"]] == cancelled
     _until(lambda: all(r.state == "done" for r in status(configs, logs)), 240,
            "the resubmitted configurations finishing")
+    _until(lambda: all(job_states([second["job"]]).get(t["id"]) == "COMPLETED"
+                       for t in second["tasks"]), 120, "the resubmitted task ending")
     assert "nothing to submit" in _cli(capsys, "sweep", str(grid), *common)
 
     out = _cli(capsys, "status", str(grid), "--log-folder", str(logs))

@@ -115,7 +115,9 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND until it s
     done
 }
 
-node_ready() { sinfo -h -N -o %t | grep -Eq '^(idle|mix|alloc)'; }
+node_state() { sinfo -h -N -o %t 2>/dev/null | head -n 1; }
+node_ready() { node_state | grep -Eq '^(idle|mix|alloc)$'; }
+node_answers() { node_state | grep -Evq '(\*|~|unk|^$)'; }
 
 start() {
     install
@@ -130,13 +132,28 @@ start() {
     if [ -z "$(running slurmd)" ]; then
         slurmd -f "$conf"
     fi
+    wait_for 30 "the node answering" node_answers
+    # a node left drained or down by an earlier run (a task that did not end in time) serves again
+    if node_state | grep -Eq '^(drain|drng|down|fail)'; then
+        scontrol update NodeName="$(hostname -s)" State=RESUME
+    fi
     wait_for 30 "the node becoming idle" node_ready
     say "running: slurmctld $(running slurmctld), slurmd $(running slurmd), munged $(running munged)"
     echo "export SLURM_CONF=$conf"
 }
 
 stop() {
-    local name pid
+    local name pid jobs
+    if [ -n "$(running slurmctld)" ] && [ -n "$(running slurmd)" ]; then
+        # end every job first, so that no step outlives the daemons it reports to
+        jobs=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
+        if [ -n "$jobs" ]; then
+            say "cancelling jobs $jobs"
+            # shellcheck disable=SC2086
+            scancel $jobs 2>/dev/null || true
+            wait_for 60 "the jobs ending" test -z "$(squeue -h -o %A 2>/dev/null)" || true
+        fi
+    fi
     for name in slurmd slurmctld munged; do
         pid=$(running "$name") || continue
         kill "$pid" 2>/dev/null || true
