@@ -113,7 +113,8 @@ def _probability(d_u: Tensor, d_c: Tensor, p: float = 0.5) -> Tensor:
 
 def _prob_keep(g_u: Tensor, g_c: Tensor, d_u: Tensor, d_c: Tensor, p: float) -> Tensor:
     """P >= p in centred form, P - 1/2 = 2 d_u d_c; exact sign agreement decides p >= 1/2."""
-    keep = 2.0 * d_u * d_c >= p - 0.5
+    product = (2.0 * d_u).mul_(d_c)  # 2.0 * d_u * d_c, one buffer
+    keep = product >= p - 0.5
     if p >= 0.5:
         keep = keep & (torch.sign(g_u) * torch.sign(g_c) >= 0)
     return keep
@@ -695,7 +696,7 @@ class AddonInputs(NamedTuple):
 
 
 def _masked(a: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
-    return a.masked_fill(~keep, 0.0), keep
+    return torch.where(keep, a, 0.0), keep  # no ~keep buffer
 
 
 def _addon_none(x: AddonInputs, p: float, focus_variant: str) -> tuple[Tensor, Tensor]:

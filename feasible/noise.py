@@ -663,13 +663,13 @@ def ema_step(g: Tree, v: Tree | None, rho: float, eps: float) -> tuple[Tree, Tre
     if v is None:
 
         def first(leaf: Tensor) -> tuple[Tensor, Tensor]:
-            state = (1.0 - rho) * leaf.detach() ** 2
-            return (state + eps).sqrt(), state
+            state = leaf.detach().square().mul_(1.0 - rho)  # (1 - rho) * g**2
+            return state.add(eps).sqrt_(), state
 
         return tree_map_pair(first, g)
 
     def later(leaf: Tensor, prev: Tensor) -> tuple[Tensor, Tensor]:
-        state = rho * leaf.detach() ** 2 + (1.0 - rho) * prev
-        return (state + eps).sqrt(), state
+        state = leaf.detach().square().mul_(rho).add_((1.0 - rho) * prev)  # rho g**2 + (1-rho) V
+        return state.add(eps).sqrt_(), state
 
     return tree_map_pair(later, g, v)
