@@ -363,7 +363,7 @@ def _bench(args: argparse.Namespace) -> int:
     kwargs = {"method": args.method, "noises": names(args.noises), "rounds": args.rounds,
               "k": args.k, "widths": widths, "device": args.device, "threads": args.threads,
               "memory": not args.no_memory, "epoch": not args.no_epoch,
-              "evaluation": not args.no_eval,
+              "evaluation": not args.no_eval, "out_path": args.out,
               "log": lambda line: print(line, file=sys.stderr, flush=True)}
     if args.addons is not None:
         kwargs["addons"] = names(args.addons)
@@ -374,7 +374,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 2
     print(format_table(result))
     if args.out:
-        print(f"written: {write_json(result, args.out)}")
+        print(f"written: {write_json(result, args.out)}")  # (after each model too)
     return 0
 
 

@@ -377,7 +377,7 @@ def selection_cost(model: str = "small_cnn", *, width: int | None = None, rounds
 # --- a whole run -------------------------------------------------------------------------------
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """Torch version, threads, CPU model and (on CUDA) the GPU."""
+    """Torch version, threads, CPU model, git commit and (on CUDA) the GPU."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -388,6 +388,11 @@ def environment(device: torch.device) -> dict[str, Any]:
            "threads": torch.get_num_threads(), "cpu": cpu, "cpus": os.cpu_count(),
            "device": str(device), "host_kind": "cpu" if device.type == "cpu" else device.type,
            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    try:  # the code measured, where this is a git checkout
+        env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                       text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        env["commit"] = None
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["host_kind"] = "cuda-" + env["gpu"].lower().replace("nvidia", "").strip().replace(
@@ -412,11 +417,14 @@ def run(
     evaluation: bool = True,
     seed: int = 0,
     log: Any = None,
+    out_path: str | None = None,
 ) -> dict[str, Any]:
     """Every measurement of the benchmark, as one JSON-ready dict.
 
     ``widths`` maps a model to its width (missing: :data:`CPU_WIDTHS` on the CPU, else the
-    model's default). All options are checked before anything runs.
+    model's default). All options are checked before anything runs. With ``out_path`` (a path
+    or ``"auto"``, see :func:`write_json`) the result so far is written after each model, so
+    that a run stopped early leaves what it measured (``"complete": false`` until the end).
     """
     _check_names("model", models, MODELS)
     for b in batch_sizes:
@@ -449,6 +457,7 @@ def run(
                            "the resident set before one step, in a fresh process, after model "
                            "and data (Linux)"}
     started = time.perf_counter()
+    out["complete"] = False
     for m in models:
         width = widths.get(m)
         for b in batch_sizes:
@@ -481,7 +490,12 @@ def run(
             out["evaluations"].append({"model": m, "width": width,
                                        **evaluation_cost(m, width=width, device=str(dev),
                                                          seed=seed)})
-    out["wall_s"] = time.perf_counter() - started
+        out["wall_s"] = time.perf_counter() - started
+        if out_path is not None:
+            write_json(out, out_path)
+    out["complete"] = True
+    if out_path is not None:
+        write_json(out, out_path)
     return out
 
 
@@ -561,3 +575,187 @@ def write_json(result: dict[str, Any], path: str | os.PathLike) -> str:
 
 if __name__ == "__main__":  # the memory probe of step_memory
     print(_memory_child(json.loads(sys.argv[1])))
+
+
+# --- reading committed measurements (the Cost page) --------------------------------------------
+
+#: Targets by group, with the variants each covers, for the page's verdicts.
+TARGET_GROUPS: dict[str, str] = {
+    "elementwise": "AND, SalUn, PROB and focus with ema noise",
+    "quantile": "opt, focus_opt and salun_step",
+    "microbatch": "PROB and focus with micro-batch noise",
+    "epoch": "a whole plain epoch against its pure forward/backward passes",
+}
+
+
+def _group_of(addon: str, noise: str) -> str | None:
+    target = target_of(addon, noise)
+    if target is None:
+        return None
+    if addon in ("opt", "focus_opt", "salun_step"):
+        return "quantile"
+    return "microbatch" if noise == "microbatch" else "elementwise"
+
+
+def load(pattern: str = "results/bench/*.json", root: str | os.PathLike = ".") -> list[dict]:
+    """The committed benchmark results matching ``pattern`` (under ``root``), sorted by path.
+
+    Raises:
+        FileNotFoundError: no file matches.
+    """
+    from pathlib import Path
+
+    paths = sorted(Path(root).glob(pattern))
+    if not paths:
+        raise FileNotFoundError(f"No benchmark result matches {pattern!r} under {root}; run "
+                                "`make bench` (or python -m feasible bench --out auto).")
+    out = []
+    for path in paths:
+        result = json.loads(path.read_text())
+        result["path"] = str(path)
+        result["host"] = path.stem
+        out.append(result)
+    return out
+
+
+def steps_table(results: Sequence[dict]) -> Any:
+    """One row per (host, model, batch size, add-on, noise): ratios, memory, target, verdict.
+
+    ``over`` is the ratio minus its target (> 0: missed by that much); ``met`` is ``ratio <=
+    target``; variants without a target have ``None``.
+    """
+    import pandas as pd
+
+    rows = []
+    for result in results:
+        for row in result["steps"]:
+            target = target_of(row["addon"], row["noise"])
+            rows.append({"host": result["host"], **row,
+                         "variant": row["addon"] + ("" if row["noise"] == "-"
+                                                    else f" ({row['noise']})"),
+                         "group": _group_of(row["addon"], row["noise"]), "target": target,
+                         "over": None if target is None else row["ratio"] - target,
+                         "met": None if target is None else bool(row["ratio"] <= target)})
+    return pd.DataFrame(rows)
+
+
+def verdicts(table: Any, epochs: Any = None) -> Any:
+    """Per host and target group: how many variants meet the target, and the worst miss.
+
+    ``epochs`` (:func:`epochs_table`) adds the epoch target's row.
+    """
+    import pandas as pd
+
+    rows = []
+    for (host, group), part in table.dropna(subset=["group"]).groupby(["host", "group"],
+                                                                        sort=False):
+        worst = part.loc[part.ratio.idxmax()]
+        rows.append({"host": host, "target": f"{TARGET_GROUPS[group]}: <= {TARGETS[group]}x",
+                     "met": f"{int(part.met.sum())} of {len(part)}",
+                     "worst": f"{worst.variant}, {worst.model} batch {worst.batch_size}: "
+                              f"{worst.ratio:.2f}x",
+                     "over by": max(0.0, float(worst.ratio - TARGETS[group]))})
+    if epochs is not None:
+        for host, part in epochs.groupby("host", sort=False):
+            worst = part.loc[part.ratio.idxmax()]
+            rows.append({"host": host, "target": f"{TARGET_GROUPS['epoch']}: <= "
+                                                 f"{TARGETS['epoch']}x",
+                         "met": f"{int((part.ratio <= TARGETS['epoch']).sum())} of {len(part)}",
+                         "worst": f"{worst.model} batch {worst.batch_size}: {worst.ratio:.2f}x",
+                         "over by": max(0.0, float(worst.ratio - TARGETS["epoch"]))})
+    return pd.DataFrame(rows)
+
+
+def epochs_table(results: Sequence[dict]) -> Any:
+    """One row per measured epoch and evaluation: seconds and ratio (epochs), seconds (evals)."""
+    import pandas as pd
+
+    rows = [{"host": r["host"], **e} for r in results for e in r["epochs"]]
+    evals = {(r["host"], e["model"]): e["eval_s"] for r in results for e in r["evaluations"]}
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["eval_s"] = [evals.get((h, m)) for h, m in zip(table.host, table.model)]
+    return table
+
+
+def selections_table(results: Sequence[dict]) -> Any:
+    """Per host and model: seconds of every tensor's quantile by sort, kthvalue and topk."""
+    import pandas as pd
+
+    return pd.DataFrame([{"host": r["host"], **s} for r in results
+                         for s in r.get("selections", [])])
+
+
+def plot_ratios(table: Any, host: str, *, column: str = "ratio", axes: Any = None) -> Any:
+    """One panel per model: each variant's ratio per batch size, with the targets as lines.
+
+    ``column="peak_ratio"`` draws peak memory instead (no targets). The whiskers of step ratios
+    are the range over rounds.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    part = table[table.host == host]
+    models = list(dict.fromkeys(part.model))
+    if axes is None:
+        _, axes = plt.subplots(len(models), 1, figsize=(9, 2.9 * len(models)), squeeze=False)
+        axes = axes[:, 0]
+    sizes = sorted(set(part.batch_size))
+    for ax, model in zip(axes, models):
+        cell = part[part.model == model]
+        names = list(dict.fromkeys(cell.variant))
+        x = np.arange(len(names))
+        drawn = [b for b in sizes if cell[cell.batch_size == b][column].notna().any()]
+        width = 0.8 / max(1, len(drawn))
+        for i, b in enumerate(drawn):
+            rows = cell[cell.batch_size == b].set_index("variant").reindex(names)
+            values = rows[column].to_numpy(dtype=float)
+            err = None
+            if column == "ratio":
+                err = np.vstack([values - rows.ratio_min.to_numpy(dtype=float),
+                                 rows.ratio_max.to_numpy(dtype=float) - values])
+            ax.bar(x + (i - (len(drawn) - 1) / 2) * width, values, width, yerr=err,
+                   capsize=2, label=f"batch {b}", error_kw={"lw": 0.8})
+        if column == "ratio":
+            for group, style in zip(("elementwise", "quantile", "microbatch"), (":", "--", "-.")):
+                ax.axhline(TARGETS[group], color="k", ls=style, lw=0.9,
+                           label=f"target {TARGETS[group]}x")
+            ax.set_yscale("log")
+            ax.set_yticks([0.8, 1, 1.2, 1.5, 2, 3, 5, 8], ["0.8", "1", "1.2", "1.5", "2", "3",
+                                                          "5", "8"])
+            ax.set_ylim(0.7, max(1.6, float(np.nanmax(cell.ratio_max)) * 1.15))
+        ax.axhline(1.0, color="grey", lw=0.6)
+        w = cell.width.iloc[0]
+        ax.set_title(f"{model} (width {'default' if w is None or w != w else int(w)})",
+                     fontsize=10)
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("x plain step" if column == "ratio" else "x plain step's peak")
+        ax.legend(fontsize=7, ncol=6, loc="upper left")
+    plt.tight_layout()
+    return axes
+
+
+def se_agreement(model: str = "small_cnn", *, width: int | None = None, batch_size: int = 256,
+                 k: int = 8, seed: int = 0) -> dict[str, float]:
+    """Micro-batch standard errors (``k`` chunks) against the exact per-sample ones.
+
+    One random batch, the model in eval mode (per-sample gradients exist without batch
+    statistics), both from :func:`feasible.noise.grad_stats` (fast paths). Over coordinates
+    where the exact error is > 0: the median of ``se_micro / se_exact`` and the median of
+    ``|se_micro / se_exact - 1|``. With ``k`` chunks a single coordinate's estimate scatters by
+    about ``1 / sqrt(2 (k - 1))``; the median ratio tells the bias.
+    """
+    import torch.nn.functional as F
+
+    from feasible.noise import grad_stats
+
+    net, forget, _ = _setup(model, batch_size, width, torch.device("cpu"), seed)
+    net.eval()
+    micro = grad_stats(net, F.cross_entropy, *forget, method="microbatch", k=k)
+    exact = grad_stats(net, F.cross_entropy, *forget, method="per_sample")
+    a = torch.cat([micro.se[n].reshape(-1) for n in exact.se])
+    b = torch.cat([exact.se[n].reshape(-1) for n in exact.se])
+    ratio = a[b > 0] / b[b > 0]
+    return {"model": model, "width": width, "batch_size": batch_size, "k": k,
+            "median_ratio": float(ratio.median()),
+            "median_abs_error": float((ratio - 1).abs().median())}

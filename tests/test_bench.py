@@ -105,3 +105,26 @@ def test_bench_command_prints_ratios_and_writes_json(capsys, tmp_path):
     assert main(["bench", "--width", "resnet18"]) == 2
     assert main(["bench", "--batch-sizes", "12a"]) == 2
     assert "batch-sizes" in capsys.readouterr().err
+
+
+def test_page_helpers_read_committed_measurements(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from feasible import bench as b
+
+    result = run(["mlp"], [16], addons=("none", "and", "opt"), noises=("ema",), rounds=1, k=4,
+                 memory=False, evaluation=False)
+    write_json(result, tmp_path / "results" / "bench" / "cpu-test.json")
+    with pytest.raises(FileNotFoundError, match="No benchmark result matches"):
+        b.load("nothing/*.json", root=tmp_path)
+    results = b.load("results/bench/*.json", root=tmp_path)
+    steps = b.steps_table(results)
+    assert list(steps.variant) == ["none", "and", "opt"] and set(steps.host) == {"cpu-test"}
+    assert steps.target.tolist()[1:] == [1.05, 1.2]
+    judged = steps.dropna(subset=["target"])
+    assert judged.met.tolist() == (judged.ratio <= judged.target).tolist()
+    verdict = b.verdicts(steps, b.epochs_table(results))
+    assert len(verdict) == 3 and verdict["over by"].ge(0).all()  # two groups and the epoch
+    assert set(b.selections_table(results)) >= {"kthvalue", "sort", "topk"}
+    assert len(b.plot_ratios(steps, "cpu-test")) == 1
