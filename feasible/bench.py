@@ -597,15 +597,20 @@ def _group_of(addon: str, noise: str) -> str | None:
     return "microbatch" if noise == "microbatch" else "elementwise"
 
 
-def load(pattern: str = "results/bench/*.json", root: str | os.PathLike = ".") -> list[dict]:
-    """The committed benchmark results matching ``pattern`` (under ``root``), sorted by path.
+def load(pattern: str = "results/bench/*.json",
+         root: str | os.PathLike | None = None) -> list[dict]:
+    """The committed benchmark results matching ``pattern`` (under ``root``, by default the
+    repository root :data:`feasible.paths.ROOT`, whatever the working directory), sorted.
 
     Raises:
         FileNotFoundError: no file matches.
     """
     from pathlib import Path
 
-    paths = sorted(Path(root).glob(pattern))
+    from feasible.paths import ROOT
+
+    root = ROOT if root is None else Path(root)
+    paths = sorted(root.glob(pattern))
     if not paths:
         raise FileNotFoundError(f"No benchmark result matches {pattern!r} under {root}; run "
                                 "`make bench` (or python -m feasible bench --out auto).")
@@ -724,6 +729,7 @@ def plot_ratios(table: Any, host: str, *, column: str = "ratio", axes: Any = Non
             ax.set_yticks([0.8, 1, 1.2, 1.5, 2, 3, 5, 8], ["0.8", "1", "1.2", "1.5", "2", "3",
                                                           "5", "8"])
             ax.set_ylim(0.7, max(1.6, float(np.nanmax(cell.ratio_max)) * 1.15))
+            ax.yaxis.set_minor_formatter(plt.NullFormatter())
         ax.axhline(1.0, color="grey", lw=0.6)
         w = cell.width.iloc[0]
         ax.set_title(f"{model} (width {'default' if w is None or w != w else int(w)})",
