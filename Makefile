@@ -56,11 +56,6 @@ test-slurm: env datasets
 bench: env
 	@venv=$$($(ENV)); "$$venv/bin/python" -m feasible bench --threads 1 --rounds 3 --out auto $(BENCH_ARGS)
 
-# what each add-on costs on this machine (about 15 min on 2 CPU cores): side by side, printed and
-# written to results/bench/<host kind>.json (BENCH_ARGS adds options, e.g. --device cuda)
-bench: env
-	@venv=$$($(ENV)); "$$venv/bin/python" -m feasible bench --threads 1 --rounds 3 --out auto $(BENCH_ARGS)
-
 # headless Chromium screenshots of every rendered page, into _build/screenshots
 screenshots:
 	@tools/screenshots.sh

@@ -50,8 +50,9 @@ DEFAULT_BATCH_SIZES: tuple[int, ...] = (128, 256)
 #: ``None`` is the model's own default (:data:`feasible.models.DEFAULT_WIDTH`).
 CPU_WIDTHS: dict[str, int] = {"resnet18": 16, "vgg16_bn": 16}
 
-#: The targets of the issue, as ratios to the plain step: the elementwise add-ons with ``ema``
-#: noise, the add-ons that select by a per-tensor quantile, PROB and focus with micro-batch noise.
+#: The targets of the issue as ratios to the plain step, for the elementwise add-ons with
+#: ``ema`` noise, the add-ons that select by a per-tensor quantile, PROB and focus with
+#: micro-batch noise, and a whole epoch against its pure forward and backward passes.
 TARGETS: dict[str, float] = {"elementwise": 1.05, "quantile": 1.2, "microbatch": 1.3, "epoch": 1.2}
 
 Variant = tuple[str, str]  # (add-on, noise model or "-" for an add-on that reads none)
@@ -163,9 +164,10 @@ def bench(
         seed: seeds the data, the model and the loop.
 
     Returns:
-        One row per variant: ``addon``, ``noise``, ``step_s`` (median seconds per step),
-        ``ratio`` (median over rounds of step / plain step of the same round), ``ratio_min`` and
-        ``ratio_max`` (their range), ``setup_s`` (median seconds before the first step).
+        A data frame, one row per variant, with ``addon``, ``noise``, ``step_s`` (median
+        seconds per step), ``ratio`` (median over rounds of step / plain step of the same
+        round), ``ratio_min`` and ``ratio_max`` (their range), ``setup_s`` (median seconds
+        before the first step).
 
     Raises:
         ValueError: an unknown model, method, add-on, noise model or device, or a bad size.
@@ -600,7 +602,7 @@ def _group_of(addon: str, noise: str) -> str | None:
 def load(pattern: str = "results/bench/*.json",
          root: str | os.PathLike | None = None) -> list[dict]:
     """The committed benchmark results matching ``pattern`` (under ``root``, by default the
-    repository root :data:`feasible.paths.ROOT`, whatever the working directory), sorted.
+    repository root ``feasible.paths.ROOT``, whatever the working directory), sorted.
 
     Raises:
         FileNotFoundError: no file matches.

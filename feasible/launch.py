@@ -34,7 +34,8 @@ from feasible.paths import ROOT, cache_dir, check_writable, results_dir
 
 #: The launchers of ``python -m feasible sweep --launcher``.
 LAUNCHERS: tuple[str, ...] = ("local", "slurm")
-#: sbatch options that submitit sets itself (the array, the logs, the signal): not overridable.
+#: The sbatch options that submitit sets itself (the array, the logs, the signal), which
+#: ``--sbatch`` may not override.
 RESERVED_SBATCH: tuple[str, ...] = ("array", "output", "error", "open-mode", "signal", "wrap")
 #: SLURM job states of a task that may still compute configurations (``squeue``'s long names);
 #: not ``COMPLETING``, ``SIGNALING`` or ``STAGE_OUT``: a task in these is ending (a cancelled
@@ -42,7 +43,7 @@ RESERVED_SBATCH: tuple[str, ...] = ("array", "output", "error", "open-mode", "si
 LIVE_STATES: tuple[str, ...] = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD",
                                 "REQUEUE_FED", "RESIZING", "SUSPENDED", "RESV_DEL_HOLD",
                                 "STOPPED")
-#: The ledger of a log folder: one JSON line per submission (job id, tasks, configurations).
+#: The ledger of a log folder, one JSON line per submission (job id, tasks, configurations).
 LEDGER: str = "submissions.jsonl"
 
 

@@ -49,7 +49,7 @@ __all__ = [
     "unlearn_regression",
 ]
 
-#: The unlearning methods of the regression: FT (gradient descent on the retain loss, their
+#: The unlearning methods of the regression, FT (gradient descent on the retain loss, their
 #: ``GD``), GA (ascent on the forget loss), NGPlus (retain loss minus ``ga_coef`` times the
 #: forget loss, their ``NGP``) and MinNorm-OG.
 REGRESSION_METHODS: tuple[str, ...] = ("ft", "ga", "ngplus", "minnorm_og")
@@ -174,6 +174,7 @@ class RandomFeatures(nn.Module):
         return F.silu(x.to(self.a.dtype) * self.a + self.b) / math.sqrt(len(self.a))
 
     def forward(self, x: Tensor) -> Tensor:
+        """The model's outputs on ``x``, ``(N, 1)``."""
         return self.head(self.features(x))
 
     @property
@@ -266,8 +267,9 @@ def unlearn_regression(model: nn.Module, data: SineData, method: str, *, lr: flo
         seed: the samples' seed.
 
     Returns:
-        Per epoch: ``epoch``, ``retain_mse`` and ``forget_mse`` (before that epoch's step);
-        the last also ``sup_error`` (against sin, after the last step).
+        A data frame, one row per epoch, with ``epoch``, ``retain_mse`` and ``forget_mse``
+        (before that epoch's step); the last row also has ``sup_error`` (against sin, after the
+        last step).
 
     Raises:
         ValueError: an unknown method or optimiser, or a value out of range (named).

@@ -473,6 +473,30 @@ def test_build_book_hash_follows_declared_inputs(tmp_path, monkeypatch):
     assert build.source_hash(reads) != after[0]
 
 
+def test_build_book_hash_follows_what_a_page_shows_of_its_cells(tmp_path, monkeypatch):
+    build = _build_book(monkeypatch, tmp_path)
+    path = tmp_path / "page.ipynb"
+    cell = nbformat.v4.new_code_cell("plot()")
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nbformat.write(nb, path)
+    hashes = [build.source_hash(path)]
+    cell.metadata["mystnb"] = {"figure": {"name": "fig-a", "caption": "A."},
+                               "image": {"alt": "A line."}}
+    nbformat.write(nb, path)
+    hashes.append(build.source_hash(path))
+    cell.metadata["mystnb"]["image"]["alt"] = "A rising line."
+    nbformat.write(nb, path)
+    hashes.append(build.source_hash(path))
+    cell.metadata["tags"] = ["hide-input"]
+    nbformat.write(nb, path)
+    hashes.append(build.source_hash(path))
+    assert len(set(hashes)) == 4
+    cell.metadata["execution"] = {"iopub.status.busy": "2026-01-01"}  # not shown: same hash
+    cell.outputs = [nbformat.v4.new_output("stream", text="stray")]
+    nbformat.write(nb, path)
+    assert build.source_hash(path) == hashes[-1]
+
+
 def test_plot_stacked_draws_each_plot_once_into_one_figure_of_their_total_height():
     import matplotlib.pyplot as plt
 

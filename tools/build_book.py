@@ -2,7 +2,8 @@
 
 A template in notebooks/ is executed with papermill into book/<same name> when the executed
 copy is missing or was made from other sources: each executed copy records, in its metadata,
-the hash of its template, of the library modules it imports (directly or through each other)
+the hash of its template (cell sources, tags and MyST-NB figure metadata: a new caption or alt
+text re-executes the page), of the library modules it imports (directly or through each other)
 and of the data files it declares it reads: glob patterns from the repository root in the
 template's metadata, ``"feasible": {"inputs": ["results/cpu/*.json", "grids/cpu-*.json"]}``,
 so that a new result record re-executes the pages that read records and nothing else. A second
@@ -14,6 +15,7 @@ to the book's configuration, CSS or Markdown pages needs no re-execution.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -76,8 +78,11 @@ def source_hash(template: Path) -> str:
     nb = nbformat.read(template, as_version=4)
     h = hashlib.sha256()
     code = ""
-    for cell in nb.cells:  # sources only: stray outputs or ids in a template change nothing
-        h.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0")
+    for cell in nb.cells:  # sources and what the page shows of them (tags, figure captions and
+        # alt texts); stray outputs, ids or other metadata in a template change nothing
+        shown = {k: cell.metadata[k] for k in ("tags", "mystnb") if k in cell.metadata}
+        h.update(cell.cell_type.encode() + b"\0" + cell.source.encode() + b"\0"
+                 + (json.dumps(shown, sort_keys=True).encode() + b"\0" if shown else b""))
         if cell.cell_type == "code":
             code += cell.source + "\n"
     for path in sorted(library_files(code)):
