@@ -304,11 +304,10 @@ def _status(args: argparse.Namespace) -> int:
 
 def _jobs(value: str) -> int:
     """The value of ``--jobs``: an int >= 1."""
-    try:
-        jobs = int(value)
-    except ValueError:
-        jobs = 0
-    if jobs < 1:
+    from feasible._validate import positive_int
+
+    jobs = positive_int(value)
+    if jobs is None:
         raise ValueError(f"The '--jobs' option must be an int >= 1 (worker processes). Got "
                          f"{value!r} instead.")
     return jobs

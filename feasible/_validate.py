@@ -22,6 +22,16 @@ def is_real(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def positive_int(text: str) -> int | None:
+    """``text`` read as an int >= 1 (surrounding spaces allowed), or None when it is not one:
+    the caller raises its own error, naming the option or variable and what it means."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 1 else None
+
+
 def names(options: Iterable[Any]) -> str:
     """The allowed values as the error messages list them: ``'a', 'b', 'c'``."""
     return ", ".join(repr(o) for o in options)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from feasible import progress as reporter
-from feasible._validate import resolve_device
+from feasible._validate import positive_int, resolve_device
 from feasible.experiment import (
     ClaimedError,
     Config,
@@ -424,11 +424,8 @@ def _total_threads() -> int:
         import torch
 
         return torch.get_num_threads()
-    try:
-        total = int(value)
-    except ValueError:
-        total = 0
-    if total < 1:
+    total = positive_int(value)
+    if total is None:
         raise ValueError(f"{THREADS_ENV} must be an int >= 1 (the torch threads a sweep's "
                          f"workers share). Got {os.environ[THREADS_ENV]!r} instead.")
     return total
