@@ -503,11 +503,15 @@ def test_plot_stacked_draws_each_plot_once_into_one_figure_of_their_total_height
     sizes = [(4.0, 2.0), (6.0, 3.0)]
     drawn = []
 
+    alone = []
+
     def plot(size, label):
         def draw(into):
             fig = report._canvas(size, into)
             fig.subplots().set_title(label)
             drawn.append((label, into is None))
+            if into is None:
+                alone.append(fig)
             return fig
         return draw
 
@@ -516,7 +520,9 @@ def test_plot_stacked_draws_each_plot_once_into_one_figure_of_their_total_height
     assert [ax.get_title() for ax in fig.get_axes()] == ["a", "b"]
     # each plot measured alone once (then closed), then drawn into its subfigure
     assert drawn == [("a", True), ("b", True), ("a", False), ("b", False)]
-    assert plt.get_fignums() == [fig.number]
+    open_figures = [plt.figure(n) for n in plt.get_fignums()]
+    assert any(f is fig for f in open_figures)
+    assert not any(f is a for f in open_figures for a in alone)  # the measured ones closed
     plt.close(fig)
     single = report.plot_stacked([plot(sizes[0], "c")])
     assert tuple(single.get_size_inches()) == sizes[0]
