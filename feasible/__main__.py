@@ -348,16 +348,14 @@ def _bench(args: argparse.Namespace) -> int:
         sizes = [args.batch_size] if args.batch_size is not None else [
             int(t) for t in names(args.batch_sizes)]
     except ValueError:
-        print(f"error: --batch-sizes must be comma-separated ints. Got {args.batch_sizes!r} "
-              "instead.", file=sys.stderr)
-        return 2
+        raise ValueError(f"--batch-sizes must be comma-separated ints. Got "
+                         f"{args.batch_sizes!r} instead.") from None
     widths = {}
     for item in args.width:
         name, _, value = item.partition("=")
         if not value.isdigit():
-            print(f"error: --width must be MODEL=INT (e.g. resnet18=16). Got {item!r} instead.",
-                  file=sys.stderr)
-            return 2
+            raise ValueError(f"--width must be MODEL=INT (e.g. resnet18=16). Got {item!r} "
+                             "instead.")
         widths[name] = int(value)
     kwargs = {"method": args.method, "noises": names(args.noises), "rounds": args.rounds,
               "k": args.k, "widths": widths, "device": args.device, "threads": args.threads,
@@ -366,11 +364,8 @@ def _bench(args: argparse.Namespace) -> int:
               "log": lambda line: print(line, file=sys.stderr, flush=True)}
     if args.addons is not None:
         kwargs["addons"] = names(args.addons)
-    try:
-        result = run([args.model] if args.model else names(args.models), sizes, **kwargs)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # a bad option raises ValueError before anything runs: main() prints it and returns 2
+    result = run([args.model] if args.model else names(args.models), sizes, **kwargs)
     print(format_table(result))
     if args.out:
         print(f"written: {write_json(result, args.out)}")  # (after each model too)
