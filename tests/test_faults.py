@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import feasible.data
 import feasible.experiment
 from feasible._validate import resolve_device
 from feasible.__main__ import main
@@ -56,16 +55,6 @@ def _tmp_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("FEASIBLE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("FEASIBLE_RESULTS", str(tmp_path / "results"))
     monkeypatch.delenv("FEASIBLE_CLAIM_STALE_S", raising=False)
-
-
-@pytest.fixture
-def no_compute(monkeypatch):
-    """Make any computation fail loudly: errors must come before it."""
-    def boom(*args, **kwargs):
-        raise AssertionError("computed despite a bad input")
-
-    monkeypatch.setattr(feasible.experiment, "_compute", boom)
-    monkeypatch.setattr(feasible.data, "load", boom)
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import feasible.data
-import feasible.experiment
 from feasible.__main__ import main
 from feasible.experiment import Config, config_hash, read_record, record_path, run
 from feasible.launch import LIVE_STATES, SlurmOptions, chunks, job_states, read_ledger, status
@@ -36,16 +34,6 @@ def _tmp_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("FEASIBLE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("FEASIBLE_RESULTS", str(tmp_path / "results"))
     monkeypatch.delenv("FEASIBLE_PROGRESS", raising=False)
-
-
-@pytest.fixture
-def no_compute(monkeypatch):
-    """Make any computation fail loudly: errors must come before it."""
-    def boom(*args, **kwargs):
-        raise AssertionError("computed despite a bad argument")
-
-    monkeypatch.setattr(feasible.experiment, "_compute", boom)
-    monkeypatch.setattr(feasible.data, "load", boom)
 
 
 def _grid(tmp_path: Path, grid: dict = GRID) -> Path:

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import feasible.data
-import feasible.experiment
 from feasible.__main__ import main
 from feasible.experiment import (
     Config,
@@ -65,16 +63,6 @@ def warm_cache(tmp_path_factory) -> Path:
 def warm(warm_cache, tmp_path) -> None:
     """This test's cache starts with the trained models: its processes only unlearn."""
     shutil.copytree(warm_cache, tmp_path / "cache", dirs_exist_ok=True)
-
-
-@pytest.fixture
-def no_compute(monkeypatch):
-    """Make any computation fail loudly: errors must come before it."""
-    def boom(*args, **kwargs):
-        raise AssertionError("computed despite a bad argument")
-
-    monkeypatch.setattr(feasible.experiment, "_compute", boom)
-    monkeypatch.setattr(feasible.data, "load", boom)
 
 
 def _grid(tmp_path: Path, grid: dict = GRID) -> Path:
