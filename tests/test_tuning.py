@@ -39,3 +39,26 @@ def test_rules_read_seed_zero_only_and_say_so():
         closest_to_retrained([record("srl", 0.03, 5, 89, addon="prob")])
     with pytest.raises(ValueError, match="'ta_drop'"):
         closest_to_retrained([], ta_drop=-1)
+
+
+def _choose_lr():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "tools" / "choose_lr.py"
+    spec = importlib.util.spec_from_file_location("choose_lr", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_with_rates_sets_the_chosen_rate_in_every_subgrid_and_only_there():
+    grid = {"fixed": {"epochs": 5}, "grids": [
+        {"methods": ["eupmu", "srl"], "addons": ["none"]},
+        {"methods": [{"method": "minnorm_og", "lr": 0.05}, "eupmu"], "addons": ["none"]}]}
+    out = _choose_lr().with_rates(grid, {"eupmu": 0.1, "minnorm_og": 0.2})
+    assert out["grids"][0]["methods"] == [{"method": "eupmu", "lr": 0.1}, "srl"]
+    assert out["grids"][1]["methods"] == [{"method": "minnorm_og", "lr": 0.2},
+                                          {"method": "eupmu", "lr": 0.1}]
+    assert grid["grids"][0]["methods"] == ["eupmu", "srl"]      # the input is left alone
+    with pytest.raises(ValueError, match="no method"):
+        _choose_lr().with_rates(grid, {"ga": 0.1})

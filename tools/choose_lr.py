@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python tools/choose_lr.py authors   # -> grids/cpu-authors-tuned.json
     PYTHONPATH=. python tools/choose_lr.py fair      # -> grids/cpu-fair-chosen.json
+    PYTHONPATH=. python tools/choose_lr.py related   # -> the rates in grids/cpu-related.json
 
 Each reads the finished seed-0 records of its pilot configurations (under FEASIBLE_RESULTS) and
 writes its grid only when every pilot record is there; otherwise it lists what is missing.
@@ -63,10 +64,42 @@ def fair() -> None:
     write(GRIDS / "cpu-fair-chosen.json", grid)
 
 
+def related() -> None:
+    pilot = expand(load_grid(GRIDS / "cpu-related-lr.json"))
+    chosen = {method: v for (method, _), v in lowest_avg_gap(records(pilot)).items()}
+    path = GRIDS / "cpu-related.json"
+    grid = with_rates(json.loads(path.read_text()), {m: v["lr"] for m, v in chosen.items()})
+    print("; ".join(f"{m} {v['lr']:g} (Avg. Gap {v['score']:.2f} on seed 0)"
+                    for m, v in sorted(chosen.items())))
+    write(path, grid)
+
+
+def with_rates(grid: dict, rates: dict[str, float]) -> dict:
+    """``grid`` with each method of ``rates`` run at its rate, in every sub-grid it appears in."""
+    def entry(m):
+        name = m if isinstance(m, str) else m["method"]
+        if name not in rates:
+            return m
+        return {**({} if isinstance(m, str) else m), "method": name, "lr": rates[name]}
+    subgrids = grid["grids"] if "grids" in grid else [grid]
+    missing = set(rates) - {m if isinstance(m, str) else m["method"]
+                            for sub in subgrids for m in sub["methods"]}
+    if missing:
+        raise ValueError(f"The grid has no method {sorted(missing)}.")
+    out = json.loads(json.dumps(grid))
+    for sub in out["grids"] if "grids" in out else [out]:
+        sub["methods"] = [entry(m) for m in sub["methods"]]
+    return out
+
+
 def write(path: Path, grid: dict) -> None:
     path.write_text(json.dumps(grid, indent=1) + "\n")
     print(f"wrote {path} ({len(expand(load_grid(path)))} configurations)")
 
 
 if __name__ == "__main__":
-    {"authors": authors, "fair": fair}[sys.argv[1] if len(sys.argv) > 1 else "authors"]()
+    rules = {"authors": authors, "fair": fair, "related": related}
+    rule = sys.argv[1] if len(sys.argv) > 1 else "authors"
+    if rule not in rules:
+        sys.exit(f"Unknown rule {rule!r}; choose one of {sorted(rules)}.")
+    rules[rule]()
