@@ -67,6 +67,11 @@ def fair() -> None:
 def related() -> None:
     pilot = expand(load_grid(GRIDS / "cpu-related-lr.json"))
     chosen = {method: v for (method, _), v in lowest_avg_gap(records(pilot)).items()}
+    for method, v in chosen.items():
+        tried = sorted(c.lr for c in pilot if c.method == method)
+        if v["lr"] in (tried[0], tried[-1]):
+            print(f"warning: {method}'s chosen rate {v['lr']:g} is at the edge of the rates "
+                  f"tried ({', '.join(f'{r:g}' for r in tried)}); extend the pilot past it.")
     path = GRIDS / "cpu-related.json"
     grid = with_rates(json.loads(path.read_text()), {m: v["lr"] for m, v in chosen.items()})
     print("; ".join(f"{m} {v['lr']:g} (Avg. Gap {v['score']:.2f} on seed 0)"
