@@ -17,10 +17,7 @@ SMOKE_RUN = ["run", "--scale", "smoke", "--dataset", "digits", "--model", "mlp",
              "random", "--forget-fraction", "0.1", "--epochs", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _tmp_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEASIBLE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("FEASIBLE_RESULTS", str(tmp_path / "results"))
+pytestmark = pytest.mark.usefixtures("isolated_dirs")
 
 
 @pytest.fixture

@@ -18,10 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = dict(scale="smoke", epochs=2)
 
 
-@pytest.fixture(autouse=True)
-def _tmp_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEASIBLE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("FEASIBLE_RESULTS", str(tmp_path / "results"))
+pytestmark = pytest.mark.usefixtures("isolated_dirs")
 
 
 # --- lambda* -----------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -50,34 +49,7 @@ HOLDER = ("import sys, time\nfrom pathlib import Path\nfrom feasible.experiment 
 NO_CUDA = not torch.cuda.is_available()
 
 
-@pytest.fixture(autouse=True)
-def _tmp_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEASIBLE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("FEASIBLE_RESULTS", str(tmp_path / "results"))
-    monkeypatch.delenv("FEASIBLE_CLAIM_STALE_S", raising=False)
-
-
-@pytest.fixture(scope="module")
-def warm_cache(tmp_path_factory) -> Path:
-    """A cache holding the smoke scale's data and its original and retrained models (seed 0)."""
-    folder = tmp_path_factory.mktemp("warm")
-    saved = {k: os.environ.get(k) for k in ("FEASIBLE_CACHE", "FEASIBLE_RESULTS")}
-    os.environ.update(FEASIBLE_CACHE=str(folder / "cache"), FEASIBLE_RESULTS=str(folder / "r"))
-    try:
-        run(Config(method="ft", **SMOKE))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return folder / "cache"
-
-
-@pytest.fixture
-def warm(warm_cache, tmp_path) -> None:
-    """This test's cache starts with the trained models: its processes only unlearn."""
-    shutil.copytree(warm_cache, tmp_path / "cache", dirs_exist_ok=True)
+pytestmark = pytest.mark.usefixtures("isolated_dirs")
 
 
 def _grid(tmp_path: Path, grid: dict = GRID) -> Path:

@@ -17,10 +17,7 @@ from feasible.unlearn import UnlearnConfig, minnorm_project, output_gradients, r
 SMOKE = dict(scale="smoke", epochs=2)
 
 
-@pytest.fixture(autouse=True)
-def _tmp_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEASIBLE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("FEASIBLE_RESULTS", str(tmp_path / "results"))
+pytestmark = pytest.mark.usefixtures("isolated_dirs")
 
 
 def test_orthogonal_part_by_hand():

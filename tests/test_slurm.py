@@ -29,11 +29,7 @@ STATE = os.environ.get("FEASIBLE_SLURM_TEST_STATE", "/tmp/feasible-slurm-test")
 PORT = "6937"
 
 
-@pytest.fixture(autouse=True)
-def _tmp_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEASIBLE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("FEASIBLE_RESULTS", str(tmp_path / "results"))
-    monkeypatch.delenv("FEASIBLE_PROGRESS", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_dirs")
 
 
 def _grid(tmp_path: Path, grid: dict = GRID) -> Path:
