@@ -48,7 +48,8 @@ __all__ = [
     "departures_table", "diverged_table", "environment_table", "epoch_curves", "format_mean_sd",
     "grid_configs", "GridRecords", "load_grid_records", "load_grids", "load_subgrids",
     "mia_agreement", "mia_spread_table", "plot_ablation", "plot_claim", "plot_comparisons",
-    "plot_epochs", "plot_lr_sweep", "plot_stacked", "plot_times", "plot_verdict_grid",
+    "plot_epochs", "plot_gap_dots", "plot_lr_sweep", "plot_stacked", "plot_times",
+    "plot_verdict_grid",
     "references_table", "results_table", "run_row", "runs_table", "show", "summarize",
     "timing_table", "verdict", "verdict_markdown", "verdict_summary", "verdict_table", "where",
 ]
@@ -67,7 +68,9 @@ PROTOCOL_NAMES: dict[str, str] = {"authors": "authors' protocol",
                                   "harness": "literature's protocol"}
 METHOD_NAMES: dict[str, str] = {"ngplus_authors": "NGPlus", "srl_authors": "SRL",
                                 "ngplus": "NGPlus", "srl": "SRL", "ft": "FT", "ga": "GA",
-                                "rl": "RL", "l1_sparse": "l1-sparse"}
+                                "rl": "RL", "l1_sparse": "l1-sparse", "eupmu": "EUPMU",
+                                "eupmu_implicit": "EUPMU (implicit)",
+                                "minnorm_og": "MinNorm-OG"}
 DATASET_NAMES: dict[str, str] = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
                                  "svhn": "SVHN", "digits": "digits"}
 #: The three verdicts of a comparison or a claim.
@@ -1485,6 +1488,47 @@ def plot_times(runs: pd.DataFrame, title: str, *, into: Any = None) -> Any:
                       label=ADDON_NAMES.get(a, a)) for a in addons]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4),
                frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_gap_dots(runs: pd.DataFrame, title: str, metric: str = "avg_gap", *,
+                  into: Any = None) -> Any:
+    """One metric's final value per setting (method and add-on), one dot per seed and a bar at
+    their mean, one panel per scenario; a diverged run is a cross at the panel's right edge.
+
+    Rows are in the order of ``runs`` (by method, then add-on in :data:`ADDON_NAMES` order),
+    coloured by add-on. The default metric is the Avg. Gap to the retrained model (lower is
+    closer); any column of :func:`runs_table` works.
+    """
+    scenarios = sorted(set(runs.scenario)) or [""]
+    order = {a: i for i, a in enumerate(ADDON_NAMES)}
+    settings = sorted({(m, a) for m, a in zip(runs.method, runs.addon)},
+                      key=lambda s: (list(dict.fromkeys(runs.method)).index(s[0]),
+                                     order.get(s[1], len(order))))
+    labels = [METHOD_NAMES.get(m, m) + ("" if a == "none" else f" + {ADDON_NAMES.get(a, a)}")
+              for m, a in settings]
+    fig = _canvas((3.4 * len(scenarios) + 1.6, 0.32 * len(settings) + 1.4), into)
+    axes = fig.subplots(1, len(scenarios), squeeze=False, sharey=True)
+    top = np.nanmax(runs[metric].to_numpy(float)) if len(runs) else 1.0
+    edge = 1.05 * (top if np.isfinite(top) and top > 0 else 1.0)
+    for ax, scenario in zip(axes.flat, scenarios):
+        part = runs[runs.scenario == scenario]
+        for y, (method, addon) in enumerate(settings):
+            cell = part[(part.method == method) & (part.addon == addon)]
+            colour = PALETTE.get(addon, "#999999")
+            ok = cell[~cell.diverged][metric].dropna()
+            if len(ok):
+                ax.plot([ok.mean()] * 2, [y - 0.35, y + 0.35], color=colour, lw=2)
+            ax.plot(ok, [y] * len(ok), "o", color=colour, ms=4, alpha=0.8)
+            ax.plot([edge] * int(cell.diverged.sum()), [y] * int(cell.diverged.sum()), "x",
+                    color=colour, ms=6)
+        ax.set_yticks(range(len(settings)), labels)
+        ax.set_ylim(max(len(settings), 1) - 0.5, -0.5)
+        ax.set_xlim(0, edge * 1.04)
+        ax.set_title(scenario)
+        ax.set_xlabel({"avg_gap": "Avg. Gap to the retrained model (points)"}.get(metric, metric))
+        ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
     return fig
 

@@ -529,3 +529,23 @@ def test_plot_stacked_draws_each_plot_once_into_one_figure_of_their_total_height
     plt.close(single)
     with pytest.raises(ValueError, match="at least one plot"):
         report.plot_stacked([])
+
+
+def test_plot_gap_dots_one_row_per_setting_one_panel_per_scenario_diverged_at_the_edge():
+    import matplotlib.pyplot as plt
+
+    records = [make_record(m, a, s, scenario=sc, protocol="harness")
+               for m in ("eupmu", "srl") for a in ("none", "and") for s in (0, 1)
+               for sc in ("random", "class")]
+    records[0]["final"]["avg_gap"] = 6.0
+    records.append(make_record("eupmu", "and", 2, protocol="harness", diverged=1))
+    runs = report.runs_table(records)
+    fig = report.plot_gap_dots(runs, "t")
+    assert len(fig.axes) == 2
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["EUPMU", "EUPMU + AND", "SRL", "SRL + AND"]
+    crosses = [line for ax in fig.axes for line in ax.lines if line.get_marker() == "x"
+               and len(line.get_xdata())]
+    assert len(crosses) == 1 and crosses[0].get_xdata()[0] >= 6.0  # right of every dot
+    plt.close(fig)
+    plt.close(report.plot_gap_dots(report.runs_table([]), "empty"))
