@@ -323,26 +323,35 @@ def epoch_cost(model: str = "small_cnn", *, method: str = "ngplus", batch_size: 
 
 def evaluation_cost(model: str = "small_cnn", *, sizes: tuple[int, int, int] = (500, 2000, 1000),
                     width: int | None = None, device: str | torch.device | None = None,
-                    seed: int = 0) -> dict[str, Any]:
-    """Seconds of one :func:`feasible.metrics.evaluate` (UA, RA, TA and SalUn's SVM attack).
+                    seed: int = 0, rounds: int = 2) -> dict[str, Any]:
+    """Seconds of one :func:`feasible.metrics.evaluate` (UA, RA, TA and SalUn's SVM attack),
+    with its forward passes in channels-last layout (the default) and without, alternated.
 
     ``sizes`` are the forget, retain and test set sizes (random images; the attack fits on
-    ``min(|retain|, |test|)`` members and as many non-members).
+    ``min(|retain|, |test|)`` members and as many non-members). Returns the medians over
+    ``rounds`` of each: ``eval_s`` (the default) and ``eval_plain_s``, and ``layout_ratio``, their
+    ratio.
     """
     from feasible.metrics import evaluate
 
+    _check_int("rounds", rounds, 1)
     dev = resolve_device(device)
     channels, size = SHAPES[model]
     gen = torch.Generator().manual_seed(seed)
     sets = [(torch.randint(0, 256, (m, channels, size, size), generator=gen, dtype=torch.uint8)
              .to(dev), torch.randint(0, 10, (m,), generator=gen).to(dev)) for m in sizes]
     net, _, _ = _setup(model, 2, width, dev, seed, n=2)
-    _sync(dev)
-    t0 = time.perf_counter()
-    evaluate(net, forget=sets[0], retain=sets[1], test=sets[2])
-    _sync(dev)
-    return {"eval_s": time.perf_counter() - t0, "forget": sizes[0], "retain": sizes[1],
-            "test": sizes[2]}
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):
+        for fast in (True, False):
+            _sync(dev)
+            t0 = time.perf_counter()
+            evaluate(net, forget=sets[0], retain=sets[1], test=sets[2], fast_layout=fast)
+            _sync(dev)
+            times[fast].append(time.perf_counter() - t0)
+    fast, plain = (statistics.median(times[k]) for k in (True, False))
+    return {"eval_s": fast, "eval_plain_s": plain, "layout_ratio": fast / plain,
+            "forget": sizes[0], "retain": sizes[1], "test": sizes[2]}
 
 
 def selection_cost(model: str = "small_cnn", *, width: int | None = None, rounds: int = 5,
@@ -542,8 +551,10 @@ def format_table(result: dict[str, Any]) -> str:
         times = ", ".join(f"{h} {e[h] * 1e3:.1f} ms" for h in e if h not in ("model", "width"))
         lines.append(f"per-tensor quantile of {e['model']} (all tensors): {times}")
     for e in result["evaluations"]:
+        plain = (f" vs {e['eval_plain_s']:.2f} s with contiguous weights = "
+                 f"{e['layout_ratio']:.2f}x" if "eval_plain_s" in e else "")  # older files: none
         lines.append(f"evaluation {e['model']} (forget {e['forget']}, retain {e['retain']}, test "
-                     f"{e['test']}): {e['eval_s']:.2f} s")
+                     f"{e['test']}): {e['eval_s']:.2f} s{plain}")
     lines.append(f"('!': over its target; wall time {result.get('wall_s', 0):.0f} s)")
     return "\n".join(lines)
 

@@ -51,10 +51,22 @@ def test_run_records_environment_steps_epoch_and_evaluation(tmp_path):
     assert {"torch", "threads", "cpu", "device"} <= set(env)
     assert [(r["addon"], r["noise"]) for r in result["steps"]] == [("none", "-"), ("prob", "ema")]
     assert result["epochs"][0]["ratio"] > 0 and result["evaluations"][0]["eval_s"] > 0
+    assert result["evaluations"][0]["eval_plain_s"] > 0  # the other layout, alternated
     path = tmp_path / "bench" / "cpu.json"
     write_json(result, path)
     assert json.loads(path.read_text())["steps"][1]["addon"] == "prob"
     assert "prob" in format_table(result)
+    assert "with contiguous weights" in format_table(result)
+
+
+def test_evaluation_cost_alternates_both_layouts_on_a_convolutional_model():
+    from feasible.bench import evaluation_cost
+
+    e = evaluation_cost("small_cnn", sizes=(20, 60, 40), width=4, rounds=2)
+    assert e["eval_s"] > 0 and e["eval_plain_s"] > 0
+    assert e["layout_ratio"] == pytest.approx(e["eval_s"] / e["eval_plain_s"])
+    with pytest.raises(ValueError, match="rounds"):
+        evaluation_cost("small_cnn", rounds=0)
 
 
 def test_targets_follow_the_issue():

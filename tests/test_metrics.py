@@ -312,3 +312,37 @@ def test_evaluate_validation(kwargs, needle):
     x, y = one_hot_set(5)
     with pytest.raises(ValueError, match="'forget'"):
         evaluate(Oracle(), forget=(x[:0], y[:0]), retain=(x, y), test=(x, y))
+
+
+# --- the channels-last layout of evaluation's forward passes ---------------------------------
+
+def test_fast_layout_gives_the_same_outputs_and_restores_the_parameters():
+    from feasible.metrics import _outputs
+    from feasible.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", in_channels=1, num_classes=10, image_size=12,
+                        mean=[0.5], std=[0.5], width=4)
+    model.train()
+    params = list(model.parameters())
+    before = [p.detach().clone() for p in params]
+    x = torch.rand(40, 1, 12, 12)
+    fast = _outputs(model, x, batch_size=16)
+    plain = _outputs(model, x, batch_size=16, fast_layout=False)
+    torch.testing.assert_close(fast.probs, plain.probs, rtol=1e-5, atol=1e-6)
+    assert (fast.predictions == plain.predictions).float().mean() >= 0.95  # near-ties may flip
+    assert model.training                                   # the mode is restored
+    assert list(model.parameters()) == params               # the same Parameter objects ...
+    assert all(p.is_contiguous() for p in params)           # ... in their usual layout ...
+    assert all(torch.equal(p, b) for p, b in zip(params, before))  # ... with their values
+
+
+def test_fast_layout_restores_the_layout_when_the_forward_pass_fails():
+    from feasible.metrics import _outputs
+    from feasible.models import build_model
+
+    model = build_model("small_cnn", in_channels=1, num_classes=10, image_size=12,
+                        mean=[0.5], std=[0.5], width=4)
+    with pytest.raises(RuntimeError):
+        _outputs(model, torch.rand(4, 3, 12, 12), batch_size=4)  # 3 channels: refused
+    assert all(p.is_contiguous() for p in model.parameters())
