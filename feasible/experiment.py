@@ -534,6 +534,7 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
                          on_epoch=on_epoch)
     timings["unlearn_s"] = result.wall_time
     timings["unlearn_setup_s"] = result.setup_time
+    timings["unlearn_cpu_s"] = result.cpu_time
     timings["evaluate_epochs_s"] = eval_time[0]
 
     epochs = [dict(e) for e in result.epochs]
@@ -546,8 +547,10 @@ def _compute(config: Config, device: torch.device) -> dict[str, Any]:
     ua_curve = [e.get("UA", math.nan) for e in epochs]
     final["epochs_to_reach_retrain_ua"] = epochs_to_reach(ua_curve, ref_retrained["UA"])
     final["unlearn_wall_time"] = result.wall_time
+    final["unlearn_cpu_time"] = result.cpu_time
     timings["total_s"] = sum(v for k, v in timings.items() if k.endswith("_s") and k not in
-                             ("total_s", "unlearn_setup_s", "train_original_trained_in_s",
+                             ("total_s", "unlearn_setup_s", "unlearn_cpu_s",
+                              "train_original_trained_in_s",
                               "train_retrained_trained_in_s"))
 
     spec = METHODS[config.method]
@@ -972,7 +975,8 @@ def without_timings(record: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``record`` without what depends on the clock (to compare two runs)."""
     out = json.loads(json.dumps(record))
     out.pop("timings", None)
-    out.get("final", {}).pop("unlearn_wall_time", None)
+    for key in ("unlearn_wall_time", "unlearn_cpu_time"):
+        out.get("final", {}).pop(key, None)
     for epoch in out.get("epochs", []):
         for key in [k for k in epoch if "time" in k]:
             epoch.pop(key)

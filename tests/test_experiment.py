@@ -115,7 +115,7 @@ RECORD_KEYS = {"config", "hash", "train_config", "method", "scale", "environment
 EPOCH_KEYS = {"UA", "RA", "TA", "MIA", "gap_UA", "gap_RA", "gap_TA", "gap_MIA", "avg_gap",
               "ua_ratio", "rUA", "FID", "MIA_member_confidence", "MIA_efficacy_confidence",
               "kept_fraction", "kept_fraction_active", "masked_moved_fraction", "wall_time",
-              "epoch"}
+              "cpu_time", "epoch"}
 
 
 def test_run_writes_a_full_record_and_returns_it_cached(monkeypatch):
@@ -147,9 +147,11 @@ def test_run_writes_a_full_record_and_returns_it_cached(monkeypatch):
         assert 0 < epoch["kept_fraction"] < 1  # PROB masks some coordinates
     assert set(record["final"]) >= EPOCH_KEYS - {"kept_fraction", "kept_fraction_active",
                                                  "masked_moved_fraction", "wall_time",
-                                                 "epoch"} | {
-        "epochs_to_reach_retrain_ua"}
+                                                 "cpu_time", "epoch"} | {
+        "epochs_to_reach_retrain_ua", "unlearn_wall_time", "unlearn_cpu_time"}
     assert record["diverged_epoch"] is None and record["timings"]["total_s"] > 0
+    assert record["final"]["unlearn_cpu_time"] > 0  # CPU seconds: the cost, whatever the load
+    assert record["timings"]["unlearn_cpu_s"] == record["final"]["unlearn_cpu_time"]
 
     def boom(*args, **kwargs):
         raise AssertionError("recomputed a recorded configuration")

@@ -238,6 +238,23 @@ def test_time_claim_uses_the_ratio_to_the_base_method():
     assert time.iloc[0].verdict == "does not hold"  # three times the base method's time
 
 
+def test_time_claim_reads_cpu_seconds_where_both_runs_have_them():
+    def timed(addon, seed, wall, cpu):
+        record = make_record(addon=addon, seed=seed, unlearn_s=wall)
+        if cpu is not None:
+            record["final"]["unlearn_cpu_time"] = cpu
+        return record
+    # the base method ran on a loaded machine: 5x the wall time, the same CPU seconds
+    records = [r for seed in range(3) for r in (timed("none", seed, 50.0, 10.0),
+                                                timed("opt", seed, 11.0, 11.0 + seed * 0.1))]
+    time = report.claim_comparisons(report.runs_table(records)).query("claim == 'time'").iloc[0]
+    assert time.baseline_mean == pytest.approx(10.0) and time.verdict == "holds"  # ~1.1x
+    # a run without CPU seconds (older records): wall time on both sides of that pair
+    records[0]["final"].pop("unlearn_cpu_time")
+    time = report.claim_comparisons(report.runs_table(records)).query("claim == 'time'").iloc[0]
+    assert time.baseline_mean == pytest.approx(50.0)
+
+
 def test_beats_baselines_compares_with_salun_and_ngplus():
     records = []
     for seed in range(3):
