@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -513,8 +514,49 @@ def _failure(path: Path) -> str | None:
     return f"{error}{job}, traceback in {path}"
 
 
+def _run_seconds(row: ConfigStatus) -> float | None:
+    """The whole run's wall seconds of a done configuration, from its record."""
+    record, _ = read_record(record_path(row.config))
+    seconds = ((record or {}).get("timings") or {}).get("total_s")
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds > 0 else None
+
+
+def time_left(rows: Sequence[ConfigStatus]) -> tuple[float, int, int]:
+    """The compute the configurations not done yet will take, estimated from the done ones.
+
+    Each is estimated by the median whole-run time of the done configurations alike: the same
+    scale, dataset, model, protocol and method, else the same without the method; one with none
+    alike is not estimated. The times are the records' wall-clock seconds, so they carry the
+    load of the machine that made them.
+
+    Returns:
+        ``(seconds, estimated, not_estimated)``: the sum over the estimated configurations, and
+        how many were and were not.
+    """
+    def keys(c: Config) -> tuple[tuple, tuple]:
+        alike = (c.scale, c.dataset, c.model, c.protocol)
+        return alike + (c.method,), alike
+
+    seen: dict[tuple, list[float]] = {}
+    for row in rows:
+        if row.state == "done" and (seconds := _run_seconds(row)) is not None:
+            for key in keys(row.config):
+                seen.setdefault(key, []).append(seconds)
+    total, estimated, unknown = 0.0, 0, 0
+    for row in rows:
+        if row.state == "done":
+            continue
+        times = next((seen[k] for k in keys(row.config) if k in seen), None)
+        if times is None:
+            unknown += 1
+        else:
+            total, estimated = total + statistics.median(times), estimated + 1
+    return total, estimated, unknown
+
+
 def status_lines(rows: Sequence[ConfigStatus]) -> list[str]:
-    """:func:`status` as text: one line per configuration, then the counts."""
+    """:func:`status` as text: one line per configuration, the counts, and the compute left
+    (:func:`time_left`)."""
     from feasible.sweep import label
 
     out = [f"{row.state:8s} {row.hash}  {label(row.config)}  [{row.detail}]"
@@ -522,4 +564,9 @@ def status_lines(rows: Sequence[ConfigStatus]) -> list[str]:
     counts = {state: sum(row.state == state for row in rows) for state in STATES}
     out.append(f"{len(rows)} configurations: " + ", ".join(f"{n} {s}" for s, n in counts.items())
                + ".")
+    seconds, estimated, unknown = time_left(rows)
+    if estimated or unknown:
+        line = (f"Compute left: about {seconds / 3600:.1f} h of one worker for {estimated} "
+                "configuration(s), each the median run time of the recorded runs alike")
+        out.append(line + (f"; {unknown} with none alike not estimated." if unknown else "."))
     return out

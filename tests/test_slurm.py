@@ -269,3 +269,26 @@ def test_a_grid_on_slurm_survives_a_cancelled_task(cluster, tmp_path, monkeypatc
     assert not (folder / "failed").exists()
     for task in second["tasks"]:
         assert "computed" in Path(task["log"]).read_text()  # the task's log is where status says
+
+
+def test_time_left_uses_the_median_of_the_runs_alike(monkeypatch):
+    import feasible.launch as launch
+
+    def row(state, method, seed, protocol="harness"):
+        config = Config(method=method, scale="smoke", seed=seed, protocol=protocol)
+        return launch.ConfigStatus(config_hash(config), config, state, "")
+
+    seconds = {("ft", 0): 10.0, ("ft", 1): 30.0, ("ft", 2): 20.0, ("ga", 0): 100.0}
+    monkeypatch.setattr(launch, "_run_seconds",
+                        lambda r: seconds[(r.config.method, r.config.seed)])
+    rows = [row("done", "ft", 0), row("done", "ft", 1), row("done", "ft", 2),
+            row("done", "ga", 0),
+            row("missing", "ft", 3),        # ft's median: 20
+            row("running", "ga", 1),        # ga's: 100
+            row("missing", "srl", 0),       # no srl: the protocol's median over ft and ga, 25
+            row("failed", "ft", 5, protocol="authors")]  # nothing alike: not estimated
+    assert launch.time_left(rows) == (145.0, 3, 1)
+    lines = launch.status_lines(rows)
+    assert lines[-1] == ("Compute left: about 0.0 h of one worker for 3 configuration(s), each "
+                         "the median run time of the recorded runs alike; 1 with none alike not "
+                         "estimated.")
