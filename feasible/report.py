@@ -65,6 +65,7 @@ ADDON_NAMES: dict[str, str] = {"none": "none", "salun": "SalUn",
                                "salun_step": "SalUn (per step)", "and": "AND", "prob": "PROB",
                                "focus": "F", "opt": "OPT", "focus_opt": "F + OPT"}
 PROTOCOL_NAMES: dict[str, str] = {"authors": "authors' protocol",
+                                  "authors_tuned": "authors' protocol, tuned rate",
                                   "harness": "literature's protocol"}
 METHOD_NAMES: dict[str, str] = {"ngplus_authors": "NGPlus", "srl_authors": "SRL",
                                 "ngplus": "NGPlus", "srl": "SRL", "ft": "FT", "ga": "GA",
@@ -728,13 +729,25 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
 
 
+def _protocol_as_run(protocol: str, lr: float) -> str:
+    """``"authors_tuned"`` for the authors' protocol at another rate than theirs, else
+    ``protocol``: their 1e-4 barely moves a small model, so the two answer different questions."""
+    from feasible.unlearn import PROTOCOLS
+
+    authors_lr = PROTOCOLS["authors"]["lr"]
+    if protocol == "authors" and not math.isclose(float(lr), authors_lr, rel_tol=1e-9):
+        return "authors_tuned"
+    return protocol
+
+
 def claim_verdicts(comparisons: pd.DataFrame) -> pd.DataFrame:
     """The verdict of each claim per scale, dataset and protocol, over its comparisons (module
     rule).
 
     Returns:
         One row per claim (in :data:`CLAIMS` order), scale, dataset and protocol, with ``claim``,
-        ``statement``, ``scale``, ``dataset``, ``protocol``, ``verdict`` (one of
+        ``statement``, ``scale``, ``dataset``, ``protocol`` (``"authors_tuned"`` for the
+        authors' protocol at another rate than their 1e-4, a column of its own), ``verdict`` (one of
         :data:`VERDICTS`, or ``"not tested"`` when no comparison has two seeds yet),
         ``holds``, ``does_not_hold``,
         ``mixed`` (counts over the comparisons with at least two seeds), ``counted`` (their
@@ -746,6 +759,8 @@ def claim_verdicts(comparisons: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if comparisons.empty:
         return pd.DataFrame(columns=columns)
+    comparisons = comparisons.assign(protocol=[
+        _protocol_as_run(p, lr) for p, lr in zip(comparisons.protocol, comparisons.lr)])
     for claim in CLAIMS:
         part = comparisons[comparisons.claim == claim]
         for (scale, dataset, protocol), group in part.groupby(["scale", "dataset", "protocol"],

@@ -566,3 +566,19 @@ def test_plot_gap_dots_one_row_per_setting_one_panel_per_scenario_diverged_at_th
     assert len(crosses) == 1 and crosses[0].get_xdata()[0] >= 6.0  # right of every dot
     plt.close(fig)
     plt.close(report.plot_gap_dots(report.runs_table([]), "empty"))
+
+
+def test_verdicts_keep_the_authors_rate_apart_from_a_tuned_one():
+    records = []
+    for seed in range(2):
+        for lr, member in ((None, 50.0), (1e-3, 40.0)):  # None: the protocol's 1e-4
+            records.append(make_record(addon="none", seed=seed, lr=lr, member=80.0))
+            records.append(make_record(addon="and", seed=seed, lr=lr, member=member + seed))
+    runs = report.runs_table(records)
+    assert sorted(set(runs.lr)) == [1e-4, 1e-3]
+    verdicts = report.claim_verdicts(report.claim_comparisons(runs))
+    mia = verdicts[verdicts.claim == "lower_mia"].set_index("protocol")
+    assert list(mia.index) == ["authors", "authors_tuned"]
+    assert (mia.counted == 1).all()
+    table = report.verdict_table(verdicts)
+    assert "authors' protocol, tuned rate, cpu, Fashion-MNIST" in table.columns
