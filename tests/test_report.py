@@ -582,3 +582,20 @@ def test_verdicts_keep_the_authors_rate_apart_from_a_tuned_one():
     assert (mia.counted == 1).all()
     table = report.verdict_table(verdicts)
     assert "authors' protocol, tuned rate, cpu, Fashion-MNIST" in table.columns
+
+
+def test_mia_closeness_reads_the_member_rate_against_the_retrained_models():
+    # the retrained model's member rate is 80 (make_record); without add-on the method
+    # overshoots to 50, with AND it comes back to 75: higher (not "lower MIA"), but closer
+    records = [make_record(addon=a, seed=s, member=m, protocol="harness")
+               for s in range(2) for a, m in (("none", 50.0), ("and", 75.0))]
+    records.append(make_record(addon="and", seed=2, member=10.0, protocol="harness",
+                               diverged=1))  # left out
+    table = report.mia_closeness(report.runs_table(records))
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row.retrained, row.member_none, row.member) == (80.0, 50.0, 75.0)
+    assert (row.gap_none, row.gap) == (30.0, 5.0)
+    assert not row.lower and row.closer
+    assert row.seeds == 2 and row.protocol == "literature's protocol"
+    assert report.mia_closeness(report.runs_table([])).empty
