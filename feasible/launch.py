@@ -514,15 +514,15 @@ def _failure(path: Path) -> str | None:
     return f"{error}{job}, traceback in {path}"
 
 
-def _run_seconds(row: ConfigStatus) -> float | None:
-    """The whole run's wall seconds of a done configuration, from its record."""
-    record, _ = read_record(record_path(row.config))
+def _run_seconds(config: Config) -> float | None:
+    """The whole run's wall seconds of a configuration, from its record (``None``: none)."""
+    record, _ = read_record(record_path(config))
     seconds = ((record or {}).get("timings") or {}).get("total_s")
     return float(seconds) if isinstance(seconds, (int, float)) and seconds > 0 else None
 
 
-def time_left(rows: Sequence[ConfigStatus]) -> tuple[float, int, int]:
-    """The compute the configurations not done yet will take, estimated from the done ones.
+def time_left(done: Iterable[Config], left: Iterable[Config]) -> tuple[float, int, int]:
+    """The compute the configurations ``left`` will take, estimated from the ``done`` ones.
 
     Each is estimated by the median whole-run time of the done configurations alike: the same
     scale, dataset, model, protocol and method, else the same without the method; one with none
@@ -538,15 +538,13 @@ def time_left(rows: Sequence[ConfigStatus]) -> tuple[float, int, int]:
         return alike + (c.method,), alike
 
     seen: dict[tuple, list[float]] = {}
-    for row in rows:
-        if row.state == "done" and (seconds := _run_seconds(row)) is not None:
-            for key in keys(row.config):
+    for config in done:
+        if (seconds := _run_seconds(config)) is not None:
+            for key in keys(config):
                 seen.setdefault(key, []).append(seconds)
     total, estimated, unknown = 0.0, 0, 0
-    for row in rows:
-        if row.state == "done":
-            continue
-        times = next((seen[k] for k in keys(row.config) if k in seen), None)
+    for config in left:
+        times = next((seen[k] for k in keys(config) if k in seen), None)
         if times is None:
             unknown += 1
         else:
@@ -564,7 +562,8 @@ def status_lines(rows: Sequence[ConfigStatus]) -> list[str]:
     counts = {state: sum(row.state == state for row in rows) for state in STATES}
     out.append(f"{len(rows)} configurations: " + ", ".join(f"{n} {s}" for s, n in counts.items())
                + ".")
-    seconds, estimated, unknown = time_left(rows)
+    seconds, estimated, unknown = time_left([r.config for r in rows if r.state == "done"],
+                                            [r.config for r in rows if r.state != "done"])
     if estimated or unknown:
         line = (f"Compute left: about {seconds / 3600:.1f} h of one worker for {estimated} "
                 "configuration(s), each the median run time of the recorded runs alike")

@@ -279,15 +279,15 @@ def test_time_left_uses_the_median_of_the_runs_alike(monkeypatch):
         return launch.ConfigStatus(config_hash(config), config, state, "")
 
     seconds = {("ft", 0): 10.0, ("ft", 1): 30.0, ("ft", 2): 20.0, ("ga", 0): 100.0}
-    monkeypatch.setattr(launch, "_run_seconds",
-                        lambda r: seconds[(r.config.method, r.config.seed)])
+    monkeypatch.setattr(launch, "_run_seconds", lambda c: seconds[(c.method, c.seed)])
     rows = [row("done", "ft", 0), row("done", "ft", 1), row("done", "ft", 2),
             row("done", "ga", 0),
             row("missing", "ft", 3),        # ft's median: 20
             row("running", "ga", 1),        # ga's: 100
             row("missing", "srl", 0),       # no srl: the protocol's median over ft and ga, 25
             row("failed", "ft", 5, protocol="authors")]  # nothing alike: not estimated
-    assert launch.time_left(rows) == (145.0, 3, 1)
+    done = [r.config for r in rows if r.state == "done"]
+    assert launch.time_left(done, [r.config for r in rows[4:]]) == (145.0, 3, 1)
     lines = launch.status_lines(rows)
     assert lines[-1] == ("Compute left: about 0.0 h of one worker for 3 configuration(s), each "
                          "the median run time of the recorded runs alike; 1 with none alike not "
