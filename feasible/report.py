@@ -49,7 +49,7 @@ __all__ = [
     "grid_configs", "GridRecords", "load_grid_records", "load_grids", "load_subgrids",
     "mia_agreement", "mia_closeness", "mia_spread_table", "plot_ablation", "plot_claim",
     "plot_comparisons", "plot_epochs", "plot_gap_dots", "plot_lr_sweep", "plot_stacked",
-    "plot_times", "plot_verdict_grid", "references_table", "results_table", "run_row", "runs_table", "show", "summarize",
+    "plot_times", "plot_verdict_grid", "ranking", "references_table", "results_table", "run_row", "runs_table", "show", "summarize",
     "timing_table", "verdict", "verdict_markdown", "verdict_summary", "verdict_table", "where",
 ]
 
@@ -1151,6 +1151,32 @@ def _setting_name(row: Mapping[str, Any]) -> str:
     if row.get("renorm"):
         name += " renorm"
     return name
+
+
+def ranking(runs: pd.DataFrame, metric: str = "avg_gap") -> pd.DataFrame:
+    """Settings ranked by the mean of ``metric`` over their seeds that did not diverge, lowest
+    first, per scenario; a setting whose every run diverged comes last.
+
+    Returns:
+        One row per scenario and setting: ``scenario``, ``setting`` (e.g. ``"SRL + PROB"``),
+        ``lr``, ``seeds``, ``diverged``, ``mean``, ``sd`` (NaN with one run) and ``rank``
+        (1-based within the scenario).
+    """
+    columns = ["scenario", "setting", "lr", "seeds", "diverged", "mean", "sd", "rank"]
+    rows = []
+    for _, group in runs.groupby("setting", sort=False):
+        first = group.iloc[0]
+        values = group.loc[~group.diverged, metric].dropna()
+        rows.append({"scenario": first.scenario, "setting": _setting_name(first),
+                     "lr": first.lr, "seeds": len(group), "diverged": int(group.diverged.sum()),
+                     "mean": values.mean() if len(values) else math.nan,
+                     "sd": values.std(ddof=1) if len(values) > 1 else math.nan})
+    table = pd.DataFrame(rows, columns=columns[:-1])
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    table = table.sort_values(["scenario", "mean"], na_position="last", kind="stable")
+    table["rank"] = table.groupby("scenario").cumcount() + 1
+    return table.reset_index(drop=True)
 
 
 def convergence_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -599,3 +599,19 @@ def test_mia_closeness_reads_the_member_rate_against_the_retrained_models():
     assert not row.lower and row.closer
     assert row.seeds == 2 and row.protocol == "literature's protocol"
     assert report.mia_closeness(report.runs_table([])).empty
+
+
+def test_ranking_orders_settings_by_their_mean_and_puts_all_diverged_last():
+    records = [make_record(m, a, s, protocol="harness") for m, a in
+               (("srl", "none"), ("srl", "and"), ("eupmu", "none")) for s in range(2)]
+    gaps = {("srl", "none"): 10.0, ("srl", "and"): 3.0, ("eupmu", "none"): 30.0}
+    for r in records:
+        config = r["config"]
+        r["final"]["avg_gap"] = gaps[(config["method"], config["addon"])] + config["seed"]
+    records.append(make_record("ngplus", "prob", 0, protocol="harness", diverged=1))
+    table = report.ranking(report.runs_table(records))
+    assert list(table.setting) == ["SRL + AND", "SRL + none", "EUPMU + none", "NGPlus + PROB"]
+    assert list(table["rank"]) == [1, 2, 3, 4]
+    assert table.iloc[0]["mean"] == 3.5 and table.iloc[0].sd == pytest.approx(0.7071, 1e-3)
+    assert table.iloc[-1].diverged == 1 and math.isnan(table.iloc[-1]["mean"])
+    assert report.ranking(report.runs_table([])).empty
