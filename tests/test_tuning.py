@@ -62,3 +62,19 @@ def test_with_rates_sets_the_chosen_rate_in_every_subgrid_and_only_there():
     assert grid["grids"][0]["methods"] == ["eupmu", "srl"]      # the input is left alone
     with pytest.raises(ValueError, match="no method"):
         _choose_lr().with_rates(grid, {"ga": 0.1})
+
+
+def test_edge_advice_extends_the_range_only_while_the_method_beats_not_unlearning():
+    from types import SimpleNamespace
+
+    advice = _choose_lr().edge_advice
+    pilot = [SimpleNamespace(method="m", lr=lr) for lr in (0.01, 0.1, 1.0)]
+    # the original model: UA 0 against the retrained model's 8, all else equal -> Avg. Gap 2
+    refs = {"original": {"metrics": {"UA": 0.0, "RA": 99.0, "TA": 90.0, "MIA": 10.0}},
+            "retrained": {"metrics": {"UA": 8.0, "RA": 99.0, "TA": 90.0, "MIA": 10.0}}}
+    found = [{"hash": "a", **refs}]
+    assert "inside" in advice("m", {"lr": 0.1, "score": 1.0, "hash": "a"}, pilot, found)
+    assert advice("m", {"lr": 0.01, "score": 1.5, "hash": "a"}, pilot, found).startswith(
+        "warning: m's chosen rate 0.01 is at the edge")             # 1.5 < 2: keep looking
+    assert "the range stops there" in advice("m", {"lr": 0.01, "score": 2.5, "hash": "a"},
+                                             pilot, found)         # no better than doing nothing

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from feasible.experiment import finished_record
+from feasible.metrics import gaps
 from feasible.sweep import expand, load_grid
 from feasible.tuning import closest_to_retrained, lowest_avg_gap
 
@@ -66,17 +67,37 @@ def fair() -> None:
 
 def related() -> None:
     pilot = expand(load_grid(GRIDS / "cpu-related-lr.json"))
-    chosen = {method: v for (method, _), v in lowest_avg_gap(records(pilot)).items()}
+    found = records(pilot)
+    chosen = {method: v for (method, _), v in lowest_avg_gap(found).items()}
     for method, v in chosen.items():
-        tried = sorted(c.lr for c in pilot if c.method == method)
-        if v["lr"] in (tried[0], tried[-1]):
-            print(f"warning: {method}'s chosen rate {v['lr']:g} is at the edge of the rates "
-                  f"tried ({', '.join(f'{r:g}' for r in tried)}); extend the pilot past it.")
+        print(edge_advice(method, v, pilot, found))
     path = GRIDS / "cpu-related.json"
     grid = with_rates(json.loads(path.read_text()), {m: v["lr"] for m, v in chosen.items()})
     print("; ".join(f"{m} {v['lr']:g} (Avg. Gap {v['score']:.2f} on seed 0)"
                     for m, v in sorted(chosen.items())))
     write(path, grid)
+
+
+def edge_advice(method: str, choice: dict, pilot: list, found: list) -> str:
+    """Whether the pilot's range should grow past ``method``'s chosen rate: only when it is at an
+    end of the rates tried and closer to the retrained model than the original model is (a rate
+    no better than not unlearning at all cannot improve by shrinking further)."""
+    tried = sorted(c.lr for c in pilot if c.method == method)
+    if choice["lr"] not in (tried[0], tried[-1]):
+        return f"{method}: {choice['lr']:g} is inside the rates tried ({_rates(tried)})."
+    record = next(r for r in found if r["hash"] == choice["hash"])
+    original = gaps(record["original"]["metrics"], record["retrained"]["metrics"])["avg_gap"]
+    if choice["score"] < original:
+        return (f"warning: {method}'s chosen rate {choice['lr']:g} is at the edge of the rates "
+                f"tried ({_rates(tried)}) with an Avg. Gap of {choice['score']:.2f}, below the "
+                f"original model's {original:.2f}: extend the pilot past it.")
+    return (f"{method}: {choice['lr']:g} is at the edge of the rates tried ({_rates(tried)}), but "
+            f"its Avg. Gap {choice['score']:.2f} is no better than the original model's "
+            f"{original:.2f} (no unlearning): the range stops there.")
+
+
+def _rates(rates: list) -> str:
+    return ", ".join(f"{r:g}" for r in rates)
 
 
 def with_rates(grid: dict, rates: dict[str, float]) -> dict:
