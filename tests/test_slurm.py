@@ -289,6 +289,6 @@ def test_time_left_uses_the_median_of_the_runs_alike(monkeypatch):
     done = [r.config for r in rows if r.state == "done"]
     assert launch.time_left(done, [r.config for r in rows[4:]]) == (145.0, 3, 1)
     lines = launch.status_lines(rows)
-    assert lines[-1] == ("Compute left: about 0.0 h of one worker for 3 configuration(s), each "
+    assert lines[-1] == ("Compute left: about 2 min of one worker for 3 configuration(s), each "
                          "the median run time of the recorded runs alike; 1 with none alike not "
                          "estimated.")
