@@ -622,8 +622,8 @@ _CLAIM_METRICS: dict[str, tuple[str, ...]] = {
 
 _COMPARISON_COLUMNS = ["claim", "scale", "protocol", "dataset", "model", "scenario", "method",
                        "lr", "addon", "p", "renorm", "baseline", "baseline_lr", "metric", "seeds",
-                       "diverged", "treated_mean", "baseline_mean", "improvement", "se", "spread",
-                       "threshold", "verdict"]
+                       "diverged", "lost", "treated_mean", "baseline_mean", "improvement", "se",
+                       "spread", "threshold", "verdict"]
 
 
 def _compare(claim: str, metric: str, treated: pd.DataFrame, base: pd.DataFrame,
@@ -641,6 +641,15 @@ def _compare(claim: str, metric: str, treated: pd.DataFrame, base: pd.DataFrame,
     if metric != "mia_member":
         spread = 0.0
     outcome, mean, se, n = verdict(improvements, spread)
+    # a seed on which the treated run diverged and the baseline did not counts against the
+    # claim (not for run time, on which a stopped run says nothing)
+    lost = 0 if metric == "time_ratio" else int(
+        (treated.diverged & treated.seed.isin(set(ok_b.seed))).sum())
+    if lost >= 2:
+        outcome = "does not hold"
+    elif lost == 1 and outcome == "holds":
+        outcome = "mixed"
+    n += lost
     value = _time_key(ok_t, ok_b) if metric == "time_ratio" else metric
     first = treated.iloc[0]
     return {
@@ -649,7 +658,7 @@ def _compare(claim: str, metric: str, treated: pd.DataFrame, base: pd.DataFrame,
                                                     "renorm")},
         "baseline": baseline, "baseline_lr": float(base.iloc[0].lr), "metric": metric,
         "seeds": n,
-        "diverged": int(treated.diverged.sum() + base.diverged.sum()),
+        "diverged": int(treated.diverged.sum() + base.diverged.sum()), "lost": lost,
         "treated_mean": float(ok_t[value].mean()) if len(ok_t) else math.nan,
         "baseline_mean": float(ok_b[value].mean()) if len(ok_b) else math.nan,
         "improvement": mean, "se": se, "spread": spread,
@@ -675,7 +684,10 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     Returns:
         One row per claim, setting, baseline and metric, with the setting's columns, ``baseline``
         (``"none"``, ``"SalUn"`` or ``"NGPlus"``), ``metric``, ``seeds`` (pairs compared),
-        ``diverged`` (runs of either side left out), ``treated_mean`` and ``baseline_mean``
+        ``diverged`` (runs of either side left out), ``lost`` (seeds on which the treated run
+        diverged and the baseline did not: two or more make the comparison "does not hold",
+        one keeps it from "holds"; they count in ``seeds``; never for run time),
+        ``treated_mean`` and ``baseline_mean``
         (the metric's means; the unlearning seconds for ``time``), ``improvement`` (the mean
         improvement in the claimed direction), ``se``, ``spread``, ``threshold`` and
         ``verdict``.

@@ -193,13 +193,13 @@ def test_one_seed_comparisons_are_listed_but_not_counted():
         report.claim_verdicts(comparisons))
 
 
-def test_diverged_seed_is_left_out_of_the_pairs():
-    records = [make_record(addon="none", seed=s, member=50.0) for s in range(3)]
-    records += [make_record(addon="and", seed=s, member=40.0 + s * 0.1) for s in range(2)]
-    records.append(make_record(addon="and", seed=2, member=math.nan, diverged=1))
+def test_a_seed_on_which_the_baseline_diverged_is_left_out_of_the_pairs():
+    records = [make_record(addon="none", seed=s, member=50.0) for s in range(2)]
+    records.append(make_record(addon="none", seed=2, member=math.nan, diverged=1))
+    records += [make_record(addon="and", seed=s, member=40.0 + s * 0.1) for s in range(3)]
     comparisons = report.claim_comparisons(report.runs_table(records))
     mia = comparisons[comparisons.claim == "lower_mia"].iloc[0]
-    assert mia.seeds == 2 and mia.diverged == 1 and mia.verdict == "holds"
+    assert (mia.seeds, mia.diverged, mia.lost, mia.verdict) == (2, 1, 0, "holds")
 
 
 def test_an_addon_at_its_own_rate_is_compared_with_the_method_at_its_usual_rate():
@@ -615,3 +615,24 @@ def test_ranking_orders_settings_by_their_mean_and_puts_all_diverged_last():
     assert table.iloc[0]["mean"] == 3.5 and table.iloc[0].sd == pytest.approx(0.7071, 1e-3)
     assert table.iloc[-1].diverged == 1 and math.isnan(table.iloc[-1]["mean"])
     assert report.ranking(report.runs_table([])).empty
+
+
+def test_a_treated_run_that_diverges_where_the_base_did_not_counts_against_the_claim():
+    def runs(diverging):
+        records = []
+        for seed in range(3):
+            records.append(make_record(addon="none", seed=seed, member=80.0))
+            records.append(make_record(addon="and", seed=seed, member=60.0 + seed * 0.1,
+                                       diverged=1 if seed in diverging else None))
+        return report.claim_comparisons(report.runs_table(records))
+
+    def mia(table):
+        return table.query("claim == 'lower_mia'").iloc[0]
+
+    assert mia(runs(())).verdict == "holds"               # 20 points lower on every seed
+    one = mia(runs((0,)))
+    assert (one.lost, one.seeds, one.verdict) == (1, 3, "mixed")  # cannot hold any more
+    two = mia(runs((0, 1)))
+    assert (two.lost, two.seeds, two.verdict) == (2, 3, "does not hold")
+    time = runs((0, 1)).query("claim == 'time'").iloc[0]
+    assert time.lost == 0                                 # a stopped run says nothing on time
