@@ -1536,7 +1536,9 @@ def plot_epochs(curves: pd.DataFrame, references: pd.DataFrame, title: str,
 
 def plot_comparisons(comparisons: pd.DataFrame, title: str, *, into: Any = None) -> Any:
     """Each comparison's mean improvement with ±2 SE (bars) and the MIA spread (grey), by
-    verdict colour: a forest plot of one claim for one protocol (right of 0: as claimed)."""
+    verdict colour: a forest plot of one claim for one protocol (right of 0: as claimed). The
+    label of a comparison whose add-on diverged where the baseline did not says on how many
+    seeds (its mean is over the other seeds, if any)."""
 
     colours = {"holds": "#009E73", "does not hold": "#D55E00", "mixed": "#999999"}
     markers = {"holds": "o", "does not hold": "s", "mixed": "D"}
@@ -1555,8 +1557,11 @@ def plot_comparisons(comparisons: pd.DataFrame, title: str, *, into: Any = None)
                     color=colours[row.verdict], ms=5, capsize=2)
         base = "" if row.baseline == "none" else f" vs {row.baseline}"
         rate = f", lr {row.lr:g}" if several_lrs and not pd.isna(row.lr) else ""
+        lost = int(row.get("lost", 0) or 0)
+        diverged = f" (diverged on {lost} of {row.seeds} seeds)" if lost else ""
         labels.append(f"{METHOD_NAMES.get(row.method, row.method)} + "
-                      f"{ADDON_NAMES.get(row.addon, row.addon)}{base}, {row.scenario}{rate}")
+                      f"{ADDON_NAMES.get(row.addon, row.addon)}{base}, {row.scenario}{rate}"
+                      f"{diverged}")
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(rows) - 1, -1, -1), labels)
     ax.set_ylim(-0.7, len(rows) - 0.3)

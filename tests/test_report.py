@@ -636,3 +636,18 @@ def test_a_treated_run_that_diverges_where_the_base_did_not_counts_against_the_c
     assert (two.lost, two.seeds, two.verdict) == (2, 3, "does not hold")
     time = runs((0, 1)).query("claim == 'time'").iloc[0]
     assert time.lost == 0                                 # a stopped run says nothing on time
+
+
+def test_forest_plot_labels_say_where_the_addon_diverged():
+    import matplotlib.pyplot as plt
+
+    records = []
+    for seed in range(3):
+        records.append(make_record(addon="none", seed=seed, member=80.0))
+        records.append(make_record(addon="and", seed=seed, member=60.0,
+                                   diverged=1 if seed else None))
+    comparisons = report.claim_comparisons(report.runs_table(records))
+    fig = report.plot_comparisons(comparisons.query("claim == 'lower_mia'"), "t")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["SRL + AND, random 10% (diverged on 2 of 3 seeds)"]
+    plt.close(fig)
