@@ -564,9 +564,11 @@ def status_lines(rows: Sequence[ConfigStatus]) -> list[str]:
                + ".")
     seconds, estimated, unknown = time_left([r.config for r in rows if r.state == "done"],
                                             [r.config for r in rows if r.state != "done"])
-    if estimated or unknown:
+    if estimated:
         amount = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
         line = (f"Compute left: about {amount} of one worker for {estimated} "
                 "configuration(s), each the median run time of the recorded runs alike")
         out.append(line + (f"; {unknown} with none alike not estimated." if unknown else "."))
+    elif unknown:
+        out.append("Compute left: not estimated (no recorded run alike to time it by).")
     return out

@@ -140,7 +140,8 @@ def test_status_without_a_cluster_reads_records_and_failures(tmp_path, capsys, n
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith(f"done     {config_hash(done)}")
     assert sum(line.startswith("missing ") for line in lines) == 5
-    assert lines[-1] == "6 configurations: 1 done, 0 running, 0 queued, 0 failed, 5 missing."
+    assert lines[-2] == "6 configurations: 1 done, 0 running, 0 queued, 0 failed, 5 missing."
+    assert lines[-1] == "Compute left: not estimated (no recorded run alike to time it by)."
 
 
 # ---- a real one-node SLURM ---------------------------------------------------------------------
