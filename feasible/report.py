@@ -622,7 +622,7 @@ _CLAIM_METRICS: dict[str, tuple[str, ...]] = {
 
 _COMPARISON_COLUMNS = ["claim", "scale", "protocol", "dataset", "model", "scenario", "method",
                        "lr", "addon", "p", "renorm", "baseline", "baseline_lr", "metric", "seeds",
-                       "diverged", "lost", "treated_mean", "baseline_mean", "improvement", "se",
+                       "diverged", "lost", "baseline_diverged", "treated_mean", "baseline_mean", "improvement", "se",
                        "spread", "threshold", "verdict"]
 
 
@@ -659,6 +659,7 @@ def _compare(claim: str, metric: str, treated: pd.DataFrame, base: pd.DataFrame,
         "baseline": baseline, "baseline_lr": float(base.iloc[0].lr), "metric": metric,
         "seeds": n,
         "diverged": int(treated.diverged.sum() + base.diverged.sum()), "lost": lost,
+        "baseline_diverged": int(base.diverged.sum()),
         "treated_mean": float(ok_t[value].mean()) if len(ok_t) else math.nan,
         "baseline_mean": float(ok_b[value].mean()) if len(ok_b) else math.nan,
         "improvement": mean, "se": se, "spread": spread,
@@ -687,6 +688,7 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
         ``diverged`` (runs of either side left out), ``lost`` (seeds on which the treated run
         diverged and the baseline did not: two or more make the comparison "does not hold",
         one keeps it from "holds"; they count in ``seeds``; never for run time),
+        ``baseline_diverged`` (the baseline's diverged runs, left out),
         ``treated_mean`` and ``baseline_mean``
         (the metric's means; the unlearning seconds for ``time``), ``improvement`` (the mean
         improvement in the claimed direction), ``se``, ``spread``, ``threshold`` and
@@ -1559,6 +1561,8 @@ def plot_comparisons(comparisons: pd.DataFrame, title: str, *, into: Any = None)
         rate = f", lr {row.lr:g}" if several_lrs and not pd.isna(row.lr) else ""
         lost = int(row.get("lost", 0) or 0)
         diverged = f" (diverged on {lost} of {row.seeds} seeds)" if lost else ""
+        if not lost and pd.isna(row.improvement) and row.get("baseline_diverged", 0):
+            diverged = " (the baseline diverged)"
         labels.append(f"{METHOD_NAMES.get(row.method, row.method)} + "
                       f"{ADDON_NAMES.get(row.addon, row.addon)}{base}, {row.scenario}{rate}"
                       f"{diverged}")

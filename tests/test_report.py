@@ -651,3 +651,10 @@ def test_forest_plot_labels_say_where_the_addon_diverged():
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == ["SRL + AND, random 10% (diverged on 2 of 3 seeds)"]
     plt.close(fig)
+    for record in records[::2]:  # now the baseline diverges on every seed: nothing to pair
+        record["diverged_epoch"] = 1
+    comparisons = report.claim_comparisons(report.runs_table(records))
+    fig = report.plot_comparisons(comparisons.query("claim == 'lower_mia'"), "t")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["SRL + AND, random 10% (the baseline diverged)"]
+    plt.close(fig)
