@@ -48,9 +48,9 @@ __all__ = [
     "departures_table", "diverged_table", "environment_table", "epoch_curves", "format_mean_sd",
     "grid_configs", "GridRecords", "load_grid_records", "load_grids", "load_subgrids",
     "mia_agreement", "mia_closeness", "mia_spread_table", "plot_ablation", "plot_claim",
-    "plot_comparisons", "plot_epochs", "plot_gap_dots", "plot_lr_sweep", "plot_stacked",
-    "plot_times", "plot_verdict_grid", "ranking", "references_table", "results_table", "run_row", "runs_table", "show", "summarize",
-    "timing_table", "verdict", "verdict_markdown", "verdict_summary", "verdict_table", "where",
+    "plot_comparisons", "plot_epochs", "plot_gap_dots", "plot_lr_sweep", "plot_mia_closeness",
+    "plot_stacked", "plot_times", "plot_verdict_grid", "ranking", "references_table",
+    "results_table", "run_row", "runs_table", "show", "summarize", "timing_table", "verdict", "verdict_markdown", "verdict_summary", "verdict_table", "where",
 ]
 
 #: The add-ons of the paper (AND, PROB, F) and of the authors' code (OPT, focus + OPT) that the
@@ -1648,6 +1648,41 @@ def plot_gap_dots(runs: pd.DataFrame, title: str, metric: str = "avg_gap", *,
         ax.set_xlabel({"avg_gap": "Avg. Gap to the retrained model (points)"}.get(metric, metric))
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
+    return fig
+
+
+def plot_mia_closeness(table: pd.DataFrame, *, into: Any = None) -> Any:
+    """:func:`mia_closeness` drawn: per setting, the member rate without the add-on (ring) and
+    with it (dot; green when closer to the retrained model's, vermilion when not), joined by a
+    line (grey: as close), and the retrained model's rate (grey bar), one panel per protocol."""
+    protocols = list(dict.fromkeys(table.protocol)) or [""]
+    sizes = [max(1, int((table.protocol == p).sum())) for p in protocols]
+    fig = _canvas((8, 0.3 * sum(sizes) + 1.2 * len(protocols) + 0.6), into)
+    axes = fig.subplots(len(protocols), 1, squeeze=False, sharex=True,
+                        gridspec_kw={"height_ratios": sizes})[:, 0]
+    for ax, protocol in zip(axes, protocols):
+        part = table[table.protocol == protocol].reset_index(drop=True)
+        labels = []
+        for i, row in part.iterrows():
+            y = len(part) - 1 - i
+            colour = ("#009E73" if row.closer else "#999999" if row.gap == row.gap_none
+                      else "#D55E00")
+            ax.plot([row.retrained] * 2, [y - 0.35, y + 0.35], color="#999999", lw=3)
+            ax.plot([row.member_none, row.member], [y, y], color=colour, lw=1)
+            ax.plot(row.member_none, y, "o", mfc="white", mec="k", ms=5)
+            ax.plot(row.member, y, "o", color=colour, ms=5)
+            labels.append(f"{row.method} + {row.addon}, {row.scenario}, lr {row.lr:g}")
+        ax.set_yticks(range(len(part) - 1, -1, -1), labels)
+        ax.set_ylim(-0.7, max(len(part), 1) - 0.3)
+        ax.set_title(protocol)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1].set_xlabel("share of $D_f$ the attack calls member (%)")
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], marker="o", ls="", mfc="white", mec="k", label="without add-on"),
+               Line2D([], [], marker="o", ls="", color="#009E73", label="with, closer"),
+               Line2D([], [], marker="o", ls="", color="#D55E00", label="with, not closer"),
+               Line2D([], [], color="#999999", lw=3, label="retrained model")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
     return fig
 
 

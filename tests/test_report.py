@@ -658,3 +658,16 @@ def test_forest_plot_labels_say_where_the_addon_diverged():
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == ["SRL + AND, random 10% (the baseline diverged)"]
     plt.close(fig)
+
+
+def test_plot_mia_closeness_one_panel_per_protocol_one_row_per_setting():
+    import matplotlib.pyplot as plt
+
+    records = [make_record(addon=a, seed=s, member=m, protocol=p)
+               for p in ("harness", "authors") for s in range(2)
+               for a, m in (("none", 50.0), ("and", 75.0), ("prob", 40.0))]
+    fig = report.plot_mia_closeness(report.mia_closeness(report.runs_table(records)))
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["literature's protocol", "authors' protocol"]
+    assert len(panels[0].get_yticklabels()) == 2
+    plt.close(fig)
