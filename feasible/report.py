@@ -533,7 +533,8 @@ def epoch_curves(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     (``scale``, ``protocol``, ``dataset``, ``model``, ``scenario``, ``method``, ``lr``,
     ``addon``, ``p``, ``renorm``, ``seed``, ``diverged``), ``epoch``, and ``UA``, ``RA``,
     ``TA``, ``MIA`` (SalUn's efficacy), ``mia_member`` (the authors' member rate, same feature
-    as :func:`run_row`), ``rUA``, ``epoch_s`` (this epoch's unlearning seconds) and
+    as :func:`run_row`), ``rUA``, ``epoch_s`` (this epoch's unlearning seconds: CPU seconds
+    where the record has them, which do not grow with the machine's load, else wall-clock) and
     ``kept_fraction``.
     """
     keys = ("scale", "protocol", "dataset", "model", "scenario", "method", "lr", "addon", "p",
@@ -555,7 +556,7 @@ def epoch_curves(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             rows.append({**head, "epoch": e.get("epoch"),
                          **{m: _num(e.get(m)) for m in ("UA", "RA", "TA", "MIA", "rUA")},
                          "mia_member": rates[0] if rates else math.nan,
-                         "epoch_s": _num(e.get("wall_time")),
+                         "epoch_s": _num(e.get("cpu_time", e.get("wall_time"))),  # CPU s where recorded
                          "kept_fraction": _num(e.get("kept_fraction"))})
     return pd.DataFrame(rows, columns=list(keys) + ["epoch"] + list(values))
 
