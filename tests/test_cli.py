@@ -86,8 +86,9 @@ def test_repository_grids_expand():
     parts = ("cpu-authors-lr", "cpu-authors", "cpu-authors-tuned", "cpu-literature", "cpu-fair",
              "cpu-ablations", "cpu-cifar")
     sizes = {name: len(expand(load_grid(ROOT / "grids" / f"{name}.json")))
-             for name in ("smoke", "cpu", "paper") + parts}
-    assert sizes == {"smoke": 30, "cpu": 306, "paper": 360, "cpu-authors-lr": 6,
+             for name in ("smoke", "cpu", "paper", "cpu-related", "cpu-related-lr") + parts}
+    assert sizes == {"smoke": 30, "cpu": 306, "paper": 360, "cpu-related": 102,
+                     "cpu-related-lr": 15, "cpu-authors-lr": 6,
                      "cpu-authors": 84, "cpu-authors-tuned": 84, "cpu-literature": 50,
                      "cpu-fair": 48, "cpu-ablations": 20, "cpu-cifar": 16}
     whole = [config_hash(c) for c in expand(load_grid(ROOT / "grids" / "cpu.json"))]
