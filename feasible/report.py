@@ -891,8 +891,8 @@ def mia_closeness(runs: pd.DataFrame) -> pd.DataFrame:
     means over their seeds that did not diverge.
 
     Returns:
-        One row per such setting: ``protocol``, ``scenario``, ``method``, ``lr``, ``addon``,
-        ``seeds``, ``retrained`` (the retrained model's member rate), ``member_none`` and
+        A table with one row per such setting and the columns ``protocol``, ``scenario``,
+        ``method``, ``lr``, ``addon``, ``seeds``, ``retrained`` (the retrained model's member rate), ``member_none`` and
         ``member`` (the rates without and with the add-on), ``gap_none`` and ``gap`` (their
         distances to the retrained model's), ``lower`` (the add-on's rate is lower: the paper's
         reading) and ``closer`` (its gap is smaller).
@@ -1173,8 +1173,8 @@ def ranking(runs: pd.DataFrame, metric: str = "avg_gap") -> pd.DataFrame:
     first, per scenario; a setting whose every run diverged comes last.
 
     Returns:
-        One row per scenario and setting: ``scenario``, ``setting`` (e.g. ``"SRL + PROB"``),
-        ``lr``, ``seeds``, ``diverged``, ``mean``, ``sd`` (NaN with one run) and ``rank``
+        A table with one row per scenario and setting and the columns ``scenario``, ``setting``
+        (e.g. ``"SRL + PROB"``), ``lr``, ``seeds``, ``diverged``, ``mean``, ``sd`` (NaN with one run) and ``rank``
         (1-based within the scenario).
     """
     columns = ["scenario", "setting", "lr", "seeds", "diverged", "mean", "sd", "rank"]
