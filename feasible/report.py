@@ -50,7 +50,8 @@ __all__ = [
     "mia_agreement", "mia_closeness", "mia_spread_table", "plot_ablation", "plot_claim",
     "plot_comparisons", "plot_epochs", "plot_gap_dots", "plot_lr_sweep", "plot_mia_closeness",
     "plot_stacked", "plot_times", "plot_verdict_grid", "ranking", "references_table",
-    "results_table", "run_row", "runs_table", "show", "summarize", "timing_table", "verdict", "verdict_markdown", "verdict_summary", "verdict_table", "where",
+    "results_table", "run_row", "runs_table", "show", "summarize", "timing_table", "verdict",
+    "verdict_markdown", "verdict_summary", "verdict_table", "where",
 ]
 
 #: The add-ons of the paper (AND, PROB, F) and of the authors' code (OPT, focus + OPT) that the
@@ -93,7 +94,8 @@ CLAIMS: dict[str, str] = {
 }
 
 #: Where the authors' public numbers are, ``table.txt`` of owl1996/UnlearningFocusVector
-#: (dataset and model not stated; mean ± sd over their seeds). ``UA`` there is the accuracy *on* D_f, ``rUA``
+#: (dataset and model not stated; mean ± sd over their seeds). ``UA`` there is the accuracy *on*
+#: D_f, ``rUA``
 #: ``Acc_f(model) - Acc_f(retrained)`` in points, ``MIA_entropy`` the share of D_f the SVM
 #: attack on the entropy feature predicts member (a fraction; here in percent), ``RTE`` seconds
 #: per epoch.
@@ -361,11 +363,13 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
     (how far UA went from the original's to the retrained model's, in percent), ``FID``,
     ``mia_feature`` and ``mia_member`` (the authors' member rate on that feature: ``entropy``
     where recorded, else ``confidence``), ``mia_member_retrained`` (the retrained model's, the
-    target) and ``mia_member_gap`` (their absolute difference), ``mia_subset_sd`` and ``mia_subset_range`` (its
+    target) and ``mia_member_gap`` (their absolute difference), ``mia_subset_sd`` and
+    ``mia_subset_range`` (its
     spread over the attack's member sets, SalUn's included), ``epochs_to_target`` (epochs to
     the retrained model's UA within 1 point, NaN if never), ``reached``, ``diverged_epoch``
     (NaN if none), ``diverged``, ``unlearn_s`` (unlearning only), ``unlearn_cpu_s`` (the same in
-    CPU seconds, NaN in records made before it was recorded), ``epoch_s`` (its mean per epoch), ``total_s`` (the whole run), and ``setting`` (a key shared by the seeds of one
+    CPU seconds, NaN in records made before it was recorded), ``epoch_s`` (its mean per epoch),
+    ``total_s`` (the whole run), and ``setting`` (a key shared by the seeds of one
     setting), ``base_key`` (shared with the same setting without add-on) and
     ``base_key_any_lr`` (the same at any learning rate).
     """
@@ -556,7 +560,8 @@ def epoch_curves(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             rows.append({**head, "epoch": e.get("epoch"),
                          **{m: _num(e.get(m)) for m in ("UA", "RA", "TA", "MIA", "rUA")},
                          "mia_member": rates[0] if rates else math.nan,
-                         "epoch_s": _num(e.get("cpu_time", e.get("wall_time"))),  # CPU s where recorded
+                         # CPU seconds where recorded, else wall-clock seconds
+                         "epoch_s": _num(e.get("cpu_time", e.get("wall_time"))),
                          "kept_fraction": _num(e.get("kept_fraction"))})
     return pd.DataFrame(rows, columns=list(keys) + ["epoch"] + list(values))
 
@@ -623,7 +628,8 @@ _CLAIM_METRICS: dict[str, tuple[str, ...]] = {
 
 _COMPARISON_COLUMNS = ["claim", "scale", "protocol", "dataset", "model", "scenario", "method",
                        "lr", "addon", "p", "renorm", "baseline", "baseline_lr", "metric", "seeds",
-                       "diverged", "lost", "baseline_diverged", "treated_mean", "baseline_mean", "improvement", "se",
+                       "diverged", "lost", "baseline_diverged", "treated_mean", "baseline_mean",
+                       "improvement", "se",
                        "spread", "threshold", "verdict"]
 
 
@@ -700,24 +706,12 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=_COMPARISON_COLUMNS)
     settings = [group for _, group in runs.groupby("setting", sort=False)]
 
-    def most_seeds(groups: list[pd.DataFrame]) -> pd.DataFrame | None:
-        return max(groups, key=len) if groups else None  # ties: the first, in grid order
-
-    nones: dict[str, pd.DataFrame] = {}
-    nones_any_lr: dict[str, list[pd.DataFrame]] = {}
-    for group in settings:
-        first = group.iloc[0]
-        if first.addon == "none":
-            nones[first.base_key] = group
-            nones_any_lr.setdefault(first.base_key_any_lr, []).append(group)
+    baseline_of = _no_addon_baseline(settings)
     for group in settings:
         first = group.iloc[0]
         if first.addon not in PAPER_ADDONS:
             continue
-        base = nones.get(first.base_key)
-        if base is None:  # an add-on at its own learning rate: the method at its usual one
-            base = most_seeds(nones_any_lr.get(first.base_key_any_lr, []))
-        if base is None:
+        if (base := baseline_of(first)) is None:
             continue
         for claim in ("lower_mia", "better_rua", "faster", "time"):
             for metric in _CLAIM_METRICS[claim]:
@@ -732,7 +726,7 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
 
         def pick(groups: list[pd.DataFrame]) -> pd.DataFrame | None:
             at_lr = [g for g in groups if g.iloc[0].lr == first.lr]  # the same rate first
-            return most_seeds(at_lr or groups)
+            return _most_seeds(at_lr or groups)
 
         baselines = {"SalUn": pick([g for g in same if g.iloc[0].base_method == "srl"
                                     and g.iloc[0].addon in ("salun", "salun_step")])}
@@ -745,6 +739,32 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
             for metric in _CLAIM_METRICS["beats_baselines"]:
                 rows.append(_compare("beats_baselines", metric, group, base, name))
     return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
+
+
+def _most_seeds(groups: list[pd.DataFrame]) -> pd.DataFrame | None:
+    """The setting with the most runs (ties: the first, in grid order); ``None`` if none."""
+    return max(groups, key=len) if groups else None
+
+
+def _no_addon_baseline(settings: list[pd.DataFrame]) -> Callable[[pd.Series],
+                                                                  pd.DataFrame | None]:
+    """How :func:`claim_comparisons` and :func:`mia_closeness` find a setting's baseline among
+    ``settings`` (runs grouped by setting): the same setting without add-on at the same rate,
+    else (an add-on at its own rate) the method's most-seeded setting without add-on."""
+    nones: dict[str, pd.DataFrame] = {}
+    nones_any_lr: dict[str, list[pd.DataFrame]] = {}
+    for group in settings:
+        first = group.iloc[0]
+        if first.addon == "none":
+            nones[first.base_key] = group
+            nones_any_lr.setdefault(first.base_key_any_lr, []).append(group)
+
+    def baseline_of(first: pd.Series) -> pd.DataFrame | None:
+        if (base := nones.get(first.base_key)) is not None:
+            return base
+        return _most_seeds(nones_any_lr.get(first.base_key_any_lr, []))
+
+    return baseline_of
 
 
 def _protocol_as_run(protocol: str, lr: float) -> str:
@@ -887,12 +907,14 @@ def mia_closeness(runs: pd.DataFrame) -> pd.DataFrame:
     The paper's claim reads a lower member rate as better; but a method that forgets more than
     retraining would (a member rate below the retrained model's) is then "better" the further it
     overshoots. This table puts each setting with one of :data:`PAPER_ADDONS` beside the same
-    setting without add-on (same protocol, data, model, scenario, method and rate), both as
+    setting without add-on (same protocol, data, model, scenario, method and rate; for an add-on
+    at its own rate, the method's most-seeded setting, as in :func:`claim_comparisons`), both as
     means over their seeds that did not diverge.
 
     Returns:
         A table with one row per such setting and the columns ``protocol``, ``scenario``,
-        ``method``, ``lr``, ``addon``, ``seeds``, ``retrained`` (the retrained model's member rate), ``member_none`` and
+        ``method``, ``lr``, ``addon``, ``seeds``, ``retrained`` (the retrained model's member
+        rate), ``member_none`` and
         ``member`` (the rates without and with the add-on), ``gap_none`` and ``gap`` (their
         distances to the retrained model's), ``lower`` (the add-on's rate is lower: the paper's
         reading) and ``closer`` (its gap is smaller).
@@ -900,13 +922,14 @@ def mia_closeness(runs: pd.DataFrame) -> pd.DataFrame:
     columns = ["protocol", "scenario", "method", "lr", "addon", "seeds", "retrained",
                "member_none", "member", "gap_none", "gap", "lower", "closer"]
     ok = runs[~runs.diverged] if len(runs) else runs
+    settings = [group for _, group in ok.groupby("setting", sort=False)] if len(ok) else []
+    baseline_of = _no_addon_baseline(settings)
     rows = []
-    for _, group in ok.groupby("setting", sort=False):
+    for group in settings:
         first = group.iloc[0]
         if first.addon not in PAPER_ADDONS:
             continue
-        base = ok[(ok.base_key == first.base_key) & (ok.addon == "none")]
-        if base.empty:
+        if (base := baseline_of(first)) is None:
             continue
         member, member_none = group.mia_member.mean(), base.mia_member.mean()
         gap, gap_none = group.mia_member_gap.mean(), base.mia_member_gap.mean()
@@ -1174,7 +1197,8 @@ def ranking(runs: pd.DataFrame, metric: str = "avg_gap") -> pd.DataFrame:
 
     Returns:
         A table with one row per scenario and setting and the columns ``scenario``, ``setting``
-        (e.g. ``"SRL + PROB"``), ``lr``, ``seeds``, ``diverged``, ``mean``, ``sd`` (NaN with one run) and ``rank``
+        (e.g. ``"SRL + PROB"``), ``lr``, ``seeds``, ``diverged``, ``mean``, ``sd`` (NaN with one
+        run) and ``rank``
         (1-based within the scenario).
     """
     columns = ["scenario", "setting", "lr", "seeds", "diverged", "mean", "sd", "rank"]

@@ -601,6 +601,22 @@ def test_mia_closeness_reads_the_member_rate_against_the_retrained_models():
     assert report.mia_closeness(report.runs_table([])).empty
 
 
+def test_mia_closeness_takes_the_claims_baseline_for_an_addon_at_its_own_rate():
+    # AND at its own rate 0.01 has no same-rate run without add-on: like claim_comparisons,
+    # it is read against the method's most-seeded setting without add-on (three seeds at 0.1)
+    records = [make_record(addon="none", seed=s, member=50.0, protocol="harness", lr=0.1)
+               for s in range(3)]
+    records.append(make_record(addon="none", seed=0, member=20.0, protocol="harness", lr=0.3))
+    records += [make_record(addon="and", seed=s, member=75.0, protocol="harness", lr=0.01)
+                for s in range(2)]
+    runs = report.runs_table(records)
+    row = report.mia_closeness(runs).iloc[0]
+    assert (row.lr, row.member_none, row.member) == (0.01, 50.0, 75.0)
+    mia = report.claim_comparisons(runs)
+    mia = mia[(mia.claim == "lower_mia") & (mia.addon == "and")]
+    assert set(mia.baseline_mean) == {50.0}
+
+
 def test_ranking_orders_settings_by_their_mean_and_puts_all_diverged_last():
     records = [make_record(m, a, s, protocol="harness") for m, a in
                (("srl", "none"), ("srl", "and"), ("eupmu", "none")) for s in range(2)]
