@@ -452,10 +452,8 @@ def evaluate(
                          f"Got {member_subsets!r} instead.")
     features = _check_features(mia_features)
     attacked = tuple(dict.fromkeys(("confidence",) + features))
-    # One layout switch for the three sets' forward passes.
-    with _channels_last(model, next(model.parameters()).device, fast_layout):
-        out_f, out_r, out_t = (_outputs(model, x, batch_size, fast_layout=False)
-                               for x, _ in (forget, retain, test))
+    out_f, out_r, out_t = (_outputs(model, x, batch_size, fast_layout)
+                           for x, _ in (forget, retain, test))
     y_f, y_r, y_t = (batch[1].cpu() for batch in (forget, retain, test))
     n_shadow = min(len(y_t), len(y_r), mia_samples or len(y_t))
     retain_features = attack_features(out_r.probs, y_r)
