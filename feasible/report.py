@@ -49,9 +49,10 @@ __all__ = [
     "grid_configs", "GridRecords", "load_grid_records", "load_grids", "load_subgrids",
     "mia_agreement", "mia_closeness", "mia_spread_table", "plot_ablation", "plot_claim",
     "plot_comparisons", "plot_epochs", "plot_gap_dots", "plot_lr_sweep", "plot_mia_closeness",
-    "plot_stacked", "plot_times", "plot_verdict_grid", "ranking", "references_table",
-    "results_table", "run_row", "runs_table", "show", "summarize", "timing_table", "verdict",
-    "verdict_markdown", "verdict_summary", "verdict_table", "where",
+    "plot_stacked", "plot_times", "plot_verdict_grid", "ranking", "read_records",
+    "references_table", "rerun_table", "results_table", "run_row", "runs_table", "show",
+    "summarize", "timing_table", "verdict", "verdict_markdown", "verdict_summary",
+    "verdict_table", "where",
 ]
 
 #: The add-ons of the paper (AND, PROB, F) and of the authors' code (OPT, focus + OPT) that the
@@ -1401,6 +1402,49 @@ def environment_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     table["git_commit"] = table.git_commit.str[:10]
     return (table.astype(str).value_counts().rename("records").reset_index()
             .sort_values("records", ascending=False, kind="stable").reset_index(drop=True))
+
+
+def read_records(pattern: str) -> list[dict[str, Any]]:
+    """The JSON records whose paths match ``pattern`` (a glob, relative to the working folder),
+    sorted by path; hidden files (a record being written) left out."""
+    import glob
+
+    paths = sorted(p for p in glob.glob(pattern) if not Path(p).name.startswith("."))
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def rerun_table(first: Iterable[Mapping[str, Any]],
+                again: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Records of the same configuration computed twice, side by side (matched by hash).
+
+    ``first`` are the superseded records, ``again`` the ones that replaced them. Columns:
+    ``hash``, ``protocol``, ``method``, ``addon``, ``scenario``, ``seed``, then for each of
+    ``first`` and ``again``: ``threads``, ``commit`` (10 characters), ``UA``, ``RA``,
+    ``avg_gap`` (NaN for a run that diverged) and ``diverged_epoch`` (NaN if none).
+    """
+    by_hash = {r.get("hash"): r for r in again}
+    rows = []
+    for old in first:
+        new = by_hash.get(old.get("hash"))
+        if new is None:
+            continue
+        c = old["config"]
+        row: dict[str, Any] = {"hash": old["hash"], "protocol": c.get("protocol"),
+                               "method": c.get("method"), "addon": c.get("addon"),
+                               "scenario": c.get("scenario"), "seed": c.get("seed")}
+        for name, r in (("first", old), ("again", new)):
+            env, final = r.get("environment") or {}, r.get("final") or {}
+            row[f"threads_{name}"] = env.get("threads")
+            row[f"commit_{name}"] = str(env.get("git_commit"))[:10]
+            for key in ("UA", "RA"):
+                row[f"{key}_{name}"] = _num(final.get(key))
+            row[f"avg_gap_{name}"] = _num(final.get("avg_gap"))
+            row[f"diverged_epoch_{name}"] = _num(r.get("diverged_epoch"))
+        rows.append(row)
+    columns = ["hash", "protocol", "method", "addon", "scenario", "seed"] + [
+        f"{key}_{name}" for name in ("first", "again")
+        for key in ("threads", "commit", "UA", "RA", "avg_gap", "diverged_epoch")]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

@@ -687,3 +687,20 @@ def test_plot_mia_closeness_one_panel_per_protocol_one_row_per_setting():
     assert [ax.get_title() for ax in panels] == ["literature's protocol", "authors' protocol"]
     assert len(panels[0].get_yticklabels()) == 2
     plt.close(fig)
+
+
+def test_rerun_table_sets_the_two_runs_of_a_configuration_side_by_side():
+    first = make_record(addon="focus", seed=0)
+    first.update(hash="abc", environment={"threads": 2, "git_commit": "0123456789abcdef"})
+    again = make_record(addon="focus", seed=0, diverged=2)
+    again.update(hash="abc", environment={"threads": 1, "git_commit": "fedcba9876543210"})
+    again["final"]["avg_gap"] = None  # a diverged run has no gap
+    other = dict(make_record(seed=1), hash="zzz")  # rerun of nothing: left out
+    table = report.rerun_table([first, other], [again])
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row.addon, row.threads_first, row.threads_again) == ("focus", 2, 1)
+    assert (row.commit_first, row.commit_again) == ("0123456789", "fedcba9876")
+    assert row.avg_gap_first == 2.0 and math.isnan(row.avg_gap_again)
+    assert math.isnan(row.diverged_epoch_first) and row.diverged_epoch_again == 2
+    assert report.rerun_table([], []).empty
