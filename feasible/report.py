@@ -50,8 +50,8 @@ __all__ = [
     "mia_agreement", "mia_closeness", "mia_spread_table", "plot_ablation", "plot_claim",
     "plot_comparisons", "plot_epochs", "plot_gap_dots", "plot_lr_sweep", "plot_mia_closeness",
     "plot_stacked", "plot_times", "plot_verdict_grid", "ranking", "read_records",
-    "references_table", "rerun_table", "results_table", "run_row", "runs_table", "show",
-    "summarize", "timing_table", "verdict", "verdict_markdown", "verdict_summary",
+    "references_table", "rerun_table", "rerun_view", "results_table", "run_row", "runs_table",
+    "show", "summarize", "timing_table", "verdict", "verdict_markdown", "verdict_summary",
     "verdict_table", "where",
 ]
 
@@ -1418,7 +1418,8 @@ def rerun_table(first: Iterable[Mapping[str, Any]],
     """Records of the same configuration computed twice, side by side (matched by hash).
 
     ``first`` are the superseded records, ``again`` the ones that replaced them. Columns:
-    ``hash``, ``protocol``, ``method``, ``addon``, ``scenario``, ``seed``, then for each of
+    ``hash``, ``protocol``, ``method``, ``addon``, ``scenario`` (e.g. ``"random 10%"``),
+    ``seed``, then for each of
     ``first`` and ``again``: ``threads``, ``commit`` (10 characters), ``UA``, ``RA``,
     ``avg_gap`` (NaN for a run that diverged) and ``diverged_epoch`` (NaN if none).
     """
@@ -1431,7 +1432,7 @@ def rerun_table(first: Iterable[Mapping[str, Any]],
         c = old["config"]
         row: dict[str, Any] = {"hash": old["hash"], "protocol": c.get("protocol"),
                                "method": c.get("method"), "addon": c.get("addon"),
-                               "scenario": c.get("scenario"), "seed": c.get("seed")}
+                               "scenario": _scenario(c), "seed": c.get("seed")}
         for name, r in (("first", old), ("again", new)):
             env, final = r.get("environment") or {}, r.get("final") or {}
             row[f"threads_{name}"] = env.get("threads")
@@ -1445,6 +1446,23 @@ def rerun_table(first: Iterable[Mapping[str, Any]],
         f"{key}_{name}" for name in ("first", "again")
         for key in ("threads", "commit", "UA", "RA", "avg_gap", "diverged_epoch")]
     return pd.DataFrame(rows, columns=columns)
+
+
+def rerun_view(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`rerun_table` as a page shows it: one row per configuration (``setting``: method and
+    add-on, protocol, scenario and seed) and ``threads``, ``UA``, ``Avg. Gap`` and ``diverged at
+    epoch`` as ``"first → again"`` (``"–"``: none)."""
+    def pair(row: pd.Series, key: str, digits: int) -> str:
+        values = [row[f"{key}_{name}"] for name in ("first", "again")]
+        return " → ".join("–" if pd.isna(v) else f"{v:.{digits}f}" for v in values)
+
+    rows = [{"setting": f"{_setting_name(row)}, {PROTOCOL_NAMES.get(row.protocol, row.protocol)}"
+                        f", {row.scenario}, seed {row.seed}",
+             "threads": pair(row, "threads", 0), "UA": pair(row, "UA", 1),
+             "Avg. Gap": pair(row, "avg_gap", 2),
+             "diverged at epoch": pair(row, "diverged_epoch", 0)} for _, row in table.iterrows()]
+    return pd.DataFrame(rows, columns=["setting", "threads", "UA", "Avg. Gap",
+                                       "diverged at epoch"])
 
 
 def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

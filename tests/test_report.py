@@ -704,3 +704,8 @@ def test_rerun_table_sets_the_two_runs_of_a_configuration_side_by_side():
     assert row.avg_gap_first == 2.0 and math.isnan(row.avg_gap_again)
     assert math.isnan(row.diverged_epoch_first) and row.diverged_epoch_again == 2
     assert report.rerun_table([], []).empty
+    view = report.rerun_view(table).iloc[0]
+    assert view.setting == "SRL + F, authors' protocol, random 10%, seed 0"
+    assert (view.threads, view["Avg. Gap"]) == ("2 → 1", "2.00 → –")
+    assert view["diverged at epoch"] == "– → 2"
+    assert list(report.rerun_view(report.rerun_table([], [])).columns)[0] == "setting"
