@@ -1405,10 +1405,13 @@ def environment_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def read_records(pattern: str) -> list[dict[str, Any]]:
-    """The JSON records whose paths match ``pattern`` (a glob, relative to the working folder),
-    sorted by path; hidden files (a record being written) left out."""
+    """The JSON records whose paths match ``pattern`` (a glob; a relative one is read from the
+    repository's root, as grid files are), sorted by path; hidden files (a record being
+    written) left out."""
     import glob
 
+    if not Path(pattern).is_absolute():
+        pattern = str(ROOT / pattern)
     paths = sorted(p for p in glob.glob(pattern) if not Path(p).name.startswith("."))
     return [json.loads(Path(p).read_text()) for p in paths]
 

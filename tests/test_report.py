@@ -709,3 +709,15 @@ def test_rerun_table_sets_the_two_runs_of_a_configuration_side_by_side():
     assert (view.threads, view["Avg. Gap"]) == ("2 → 1", "2.00 → –")
     assert view["diverged at epoch"] == "– → 2"
     assert list(report.rerun_view(report.rerun_table([], [])).columns)[0] == "setting"
+
+
+def test_read_records_reads_a_relative_pattern_from_the_repository_root(tmp_path, monkeypatch):
+    folder = tmp_path / "results" / "cpu" / "superseded"
+    folder.mkdir(parents=True)
+    for name in ("b", "a", ".hidden"):
+        (folder / f"{name}.json").write_text(json.dumps({"hash": name}))
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.chdir(folder)  # where a notebook runs: not the root
+    found = report.read_records("results/cpu/superseded/*.json")
+    assert [r["hash"] for r in found] == ["a", "b"]
+    assert report.read_records(str(folder / "*.json")) == found
