@@ -44,7 +44,8 @@ __all__ = [
     "DATASET_NAMES", "EPOCH_PANELS", "FIG5_ADDONS", "GROUP", "MANAGEABLE_TIME_RATIO",
     "METHOD_NAMES", "PALETTE", "PAPER_ADDONS", "PROTOCOL_NAMES", "RESULT_COLUMNS", "RESULT_VIEWS",
     "SUMMARY_METRICS", "VERDICTS", "ablation_display", "ablation_table", "authors_comparison",
-    "claim_comparisons", "claim_evidence", "claim_verdicts", "convergence_table", "data_sources",
+    "claim_comparisons", "claim_evidence", "claim_ties", "claim_verdicts", "convergence_table",
+    "data_sources",
     "departures_table", "diverged_table", "environment_table", "epoch_curves", "format_mean_sd",
     "grid_configs", "GridRecords", "load_grid_records", "load_grids", "load_subgrids",
     "mia_agreement", "mia_closeness", "mia_spread_table", "plot_ablation", "plot_claim",
@@ -740,6 +741,31 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
             for metric in _CLAIM_METRICS["beats_baselines"]:
                 rows.append(_compare("beats_baselines", metric, group, base, name))
     return pd.DataFrame(rows, columns=_COMPARISON_COLUMNS)
+
+
+def claim_ties(comparisons: pd.DataFrame, claim: str) -> pd.DataFrame:
+    """How many of a claim's "does not hold" comparisons are ties (both sides' means equal).
+
+    The rule reads a tie as "does not hold" (the claim is an improvement); where every run of
+    a setting reaches the target in its first epoch, say, no add-on can improve on it. One row
+    per protocol (as the verdict table names its columns) and scenario, over the comparisons
+    with two seeds or more: ``protocol``, ``scenario``, ``counted``, ``does_not_hold`` and
+    ``ties``.
+    """
+    columns = ["protocol", "scenario", "counted", "does_not_hold", "ties"]
+    part = comparisons[(comparisons.claim == claim) & (comparisons.seeds >= 2)] \
+        if len(comparisons) else comparisons
+    if part.empty:
+        return pd.DataFrame(columns=columns)
+    part = part.assign(protocol=[PROTOCOL_NAMES.get(_protocol_as_run(p, lr), p)
+                                 for p, lr in zip(part.protocol, part.lr)])
+    rows = []
+    for (protocol, scenario), group in part.groupby(["protocol", "scenario"], sort=False):
+        against = group[group.verdict == "does not hold"]
+        rows.append({"protocol": protocol, "scenario": scenario, "counted": len(group),
+                     "does_not_hold": len(against),
+                     "ties": int((against.treated_mean == against.baseline_mean).sum())})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _most_seeds(groups: list[pd.DataFrame]) -> pd.DataFrame | None:

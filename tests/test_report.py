@@ -721,3 +721,21 @@ def test_read_records_reads_a_relative_pattern_from_the_repository_root(tmp_path
     found = report.read_records("results/cpu/superseded/*.json")
     assert [r["hash"] for r in found] == ["a", "b"]
     assert report.read_records(str(folder / "*.json")) == found
+
+
+def test_claim_ties_counts_the_comparisons_lost_by_a_tie():
+    # every run reaches the target in epoch 1 (UA 10 from the first epoch): AND cannot be
+    # faster, and the rule calls the tie "does not hold"
+    records = []
+    for seed in range(2):
+        for addon in ("none", "and"):
+            r = make_record(addon=addon, seed=seed, reached=1, lr=0.001)
+            records.append(r)
+    comparisons = report.claim_comparisons(report.runs_table(records))
+    faster = comparisons[comparisons.claim == "faster"]
+    assert set(faster.verdict) == {"does not hold"}
+    table = report.claim_ties(comparisons, "faster")
+    assert table.to_dict("records") == [{
+        "protocol": "authors' protocol, tuned rate", "scenario": "random 10%",
+        "counted": len(faster), "does_not_hold": len(faster), "ties": len(faster)}]
+    assert report.claim_ties(comparisons.iloc[:0], "faster").empty
