@@ -216,6 +216,26 @@ _TAIL = r"""<script>(function () {
         scrolled.push(d);
       }
     });
+    // a word cut in two inside a table cell (overflow-wrap: anywhere on the cell's p did that
+    // at 400 px); breaks at spaces, hyphens and slashes are fine
+    article.querySelectorAll("td, th").forEach(function (cell) {
+      if (!visible(cell)) return;
+      var walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT), node;
+      while ((node = walker.nextNode())) {
+        var re = /[^\s\-\u2013\/]+/g, m;
+        while ((m = re.exec(node.data))) {
+          range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+          var tops = {};
+          Array.prototype.forEach.call(range.getClientRects(), function (r) {
+            if (r.width > 0) tops[Math.round(r.top)] = true;
+          });
+          if (Object.keys(tops).length > 1) {
+            var d = describe(cell); d.kind = "split-word"; d.word = m[0]; defects.push(d);
+            return;
+          }
+        }
+      }
+    });
     var page = document.documentElement;
     if (page.scrollWidth > window.innerWidth + 1) {
       var widest = null, widestRight = window.innerWidth + 1;
@@ -400,6 +420,8 @@ def format_defect(page: str, width: int, d: dict) -> str:
                 f" [section '{d['section']}'] «{d['text'][:50]}»")
     if d["kind"] == "page-overflow":
         return f"{where}: page-overflow by {d['px']} px, widest {d['element']} [section '{d['section']}'] «{d['text']}»"
+    if d["kind"] == "split-word":
+        return f"{where}: split-word «{d['word'][:40]}» in {d['element']} [section '{d['section']}']"
     if d["kind"] == "alt":
         return f"{where}: alt: <img src=…/{d['src']}…> {d['problem']} [section '{d['section']}']"
     return f"{where}: {d['kind']}: {d.get('message', '')}"
@@ -455,6 +477,8 @@ DEFECTIVE_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8">
 <div class="highlight scroller"><pre id="scrolling-pre">{line}</pre></div>
 <h2>Table</h2><table id="wide-table"><tr>{cells}</tr></table>
 <div class="scroller"><table id="scrolling-table"><tr>{cells}</tr></table></div>
+<table style="width: 60px"><tr><td id="split-cell"><p style="overflow-wrap: anywhere">unbreakablewordinacell</p></td>
+<td id="hyphen-cell"><p>Fashion-MNIST</p></td></tr></table>
 <h2>Math</h2><div class="clip"><div class="math nowrap" id="wide-math">\\({formula}\\)</div></div>
 <div class="math" id="unreachable-math" style="display: flex; flex-direction: row-reverse; overflow-x: auto">
 <div style="width: 100%; flex-shrink: 0"><span class="nowrap">{formula}</span></div></div>
@@ -489,6 +513,9 @@ def test_checker_catches_each_defect_class(browser, tmp_path):
     assert any(d.get("element") == "div#unreachable-math.math" and d["how"] == "unreachable in"
                for d in report["defects"]), lines
     assert "pre#scrolling-pre" not in ids and "table#scrolling-table" not in ids, lines
+    split = [d for d in report["defects"] if d["kind"] == "split-word"]
+    assert [(d["element"], d["word"]) for d in split] == [("td#split-cell",
+                                                           "unbreakablewordinacell")], lines
     assert by_kind["page-overflow"] == 1, lines
     assert any("missing-figure.png" in d.get("message", "") for d in report["defects"] if d["kind"] == "load-error"), lines
     alts = {d["element"]: d["problem"] for d in report["defects"] if d["kind"] == "alt"}
