@@ -757,8 +757,7 @@ def claim_ties(comparisons: pd.DataFrame, claim: str) -> pd.DataFrame:
         if len(comparisons) else comparisons
     if part.empty:
         return pd.DataFrame(columns=columns)
-    part = part.assign(protocol=[PROTOCOL_NAMES.get(_protocol_as_run(p, lr), p)
-                                 for p, lr in zip(part.protocol, part.lr)])
+    part = part.assign(protocol=[_protocol_name(p, lr) for p, lr in zip(part.protocol, part.lr)])
     rows = []
     for (protocol, scenario), group in part.groupby(["protocol", "scenario"], sort=False):
         against = group[group.verdict == "does not hold"]
@@ -792,6 +791,14 @@ def _no_addon_baseline(settings: list[pd.DataFrame]) -> Callable[[pd.Series],
         return _most_seeds(nones_any_lr.get(first.base_key_any_lr, []))
 
     return baseline_of
+
+
+def _protocol_name(protocol: str, lr: float | None = None) -> str:
+    """The protocol's name for a reader; given the run's ``lr``, the authors' protocol at another
+    rate than theirs is named as such (:func:`_protocol_as_run`)."""
+    if lr is not None:
+        protocol = _protocol_as_run(protocol, lr)
+    return PROTOCOL_NAMES.get(protocol, protocol)
 
 
 def _protocol_as_run(protocol: str, lr: float) -> str:
@@ -873,7 +880,7 @@ def verdict_table(verdicts: pd.DataFrame, bold: bool = False) -> pd.DataFrame:
         cells = {}
         for scale, dataset, protocol in cols:
             row = where(part, scale=scale, dataset=dataset, protocol=protocol)
-            head = (f"{PROTOCOL_NAMES.get(protocol, protocol)}, {scale}, "
+            head = (f"{_protocol_name(protocol)}, {scale}, "
                     f"{DATASET_NAMES.get(dataset, dataset)}")
             if row.empty:
                 cells[head] = "not tested yet (no comparison recorded)"
@@ -905,7 +912,7 @@ def verdict_summary(verdicts: pd.DataFrame, claim: str) -> str:
         raise ValueError(f"claim must be one of {sorted(CLAIMS)}, got {claim!r}")
     lines = []
     for row in verdicts[verdicts.claim == claim].itertuples():
-        lines.append(f"{PROTOCOL_NAMES.get(row.protocol, row.protocol)}, {row.scale}, "
+        lines.append(f"{_protocol_name(row.protocol)}, {row.scale}, "
                      f"{row.dataset}: {row.verdict}\n"
                      f"  {row.holds} hold, {row.does_not_hold} do not, {row.mixed} mixed, of "
                      f"{row.counted} with 2+ seeds; {row.one_seed} with one seed")
@@ -960,8 +967,7 @@ def mia_closeness(runs: pd.DataFrame) -> pd.DataFrame:
             continue
         member, member_none = group.mia_member.mean(), base.mia_member.mean()
         gap, gap_none = group.mia_member_gap.mean(), base.mia_member_gap.mean()
-        rows.append({"protocol": PROTOCOL_NAMES.get(_protocol_as_run(first.protocol, first.lr),
-                                                    first.protocol),
+        rows.append({"protocol": _protocol_name(first.protocol, first.lr),
                      "scenario": first.scenario, "method": METHOD_NAMES.get(first.method,
                                                                             first.method),
                      "lr": first.lr, "addon": ADDON_NAMES.get(first.addon, first.addon),
@@ -1263,7 +1269,7 @@ def convergence_table(runs: pd.DataFrame) -> pd.DataFrame:
         text = f"{s.reached}/{done}"
         if not pd.isna(s.epochs_to_target_mean):
             text += f": {s.epochs_to_target_mean:.1f}"
-        key = (PROTOCOL_NAMES.get(s.protocol, s.protocol), _setting_name(s))
+        key = (_protocol_name(s.protocol), _setting_name(s))
         cells.setdefault(key, {})[s.scenario] = text
     table = pd.DataFrame.from_dict(cells, orient="index").fillna("–")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["protocol", "method + add-on"])
@@ -1275,7 +1281,7 @@ def diverged_table(runs: pd.DataFrame) -> pd.DataFrame:
     rate, seed and the epoch in which the loop stopped."""
     columns = ["protocol", "scenario", "setting", "lr", "seed", "stopped in epoch"]
     part = runs[runs.diverged] if not runs.empty else runs
-    rows = [{"protocol": PROTOCOL_NAMES.get(r.protocol, r.protocol), "scenario": r.scenario,
+    rows = [{"protocol": _protocol_name(r.protocol), "scenario": r.scenario,
              "setting": _setting_name(r), "lr": f"{r.lr:g}", "seed": int(r.seed),
              "stopped in epoch": int(r.diverged_epoch)} for _, r in part.iterrows()]
     return pd.DataFrame(rows, columns=columns)
@@ -1293,7 +1299,7 @@ def claim_evidence(comparisons: pd.DataFrame, claim: str, digits: int = 2) -> pd
     for _, c in part.iterrows():
         se = "" if pd.isna(c.se) else f" ± {c.se:.{digits}f}"
         rows.append({
-            "protocol": PROTOCOL_NAMES.get(c.protocol, c.protocol), "scenario": c.scenario,
+            "protocol": _protocol_name(c.protocol), "scenario": c.scenario,
             "treated": _setting_name(c), "baseline": c.baseline, "metric": c.metric,
             "seeds": int(c.seeds), "baseline mean": round(c.baseline_mean, digits),
             "treated mean": round(c.treated_mean, digits),
@@ -1431,15 +1437,27 @@ def environment_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def read_records(pattern: str) -> list[dict[str, Any]]:
-    """The JSON records whose paths match ``pattern`` (a glob; a relative one is read from the
-    repository's root, as grid files are), sorted by path; hidden files (a record being
-    written) left out."""
+    """The finished records whose paths match ``pattern`` (a glob; a relative one is read from
+    the repository's root, as grid files are), sorted by path; hidden files (a record being
+    written) left out.
+
+    Raises:
+        ValueError: a matching file is not a finished record
+            (:func:`feasible.experiment.read_record` says why), naming the file.
+    """
     import glob
+
+    from feasible.experiment import read_record
 
     if not Path(pattern).is_absolute():
         pattern = str(ROOT / pattern)
-    paths = sorted(p for p in glob.glob(pattern) if not Path(p).name.startswith("."))
-    return [json.loads(Path(p).read_text()) for p in paths]
+    records = []
+    for path in sorted(p for p in glob.glob(pattern) if not Path(p).name.startswith(".")):
+        record, problem = read_record(Path(path))
+        if record is None:
+            raise ValueError(f"{path} is not a finished record: {problem or 'gone'}")
+        records.append(record)
+    return records
 
 
 def rerun_table(first: Iterable[Mapping[str, Any]],
@@ -1485,7 +1503,7 @@ def rerun_view(table: pd.DataFrame) -> pd.DataFrame:
         values = [row[f"{key}_{name}"] for name in ("first", "again")]
         return " → ".join("–" if pd.isna(v) else f"{v:.{digits}f}" for v in values)
 
-    rows = [{"setting": f"{_setting_name(row)}, {PROTOCOL_NAMES.get(row.protocol, row.protocol)}"
+    rows = [{"setting": f"{_setting_name(row)}, {_protocol_name(row.protocol)}"
                         f", {row.scenario}, seed {row.seed}",
              "threads": pair(row, "threads", 0), "UA": pair(row, "UA", 1),
              "Avg. Gap": pair(row, "avg_gap", 2),
@@ -1865,7 +1883,7 @@ def plot_claim(comparisons: pd.DataFrame, claim: str) -> Any:
     draws = []
     for values, group in comparisons[comparisons.claim == claim].groupby(keys):
         case = dict(zip(keys, values))
-        title = (f"{PROTOCOL_NAMES.get(case['protocol'], case['protocol'])}, "
+        title = (f"{_protocol_name(case['protocol'])}, "
                  f"{DATASET_NAMES.get(case['dataset'], case['dataset'])}"
                  + (f", {case['scenario']}" if grid else "") + f" ({case['scale']} scale)")
         draws.append(lambda into, group=group, title=title: plot(group, title, into=into))

@@ -711,16 +711,36 @@ def test_rerun_table_sets_the_two_runs_of_a_configuration_side_by_side():
     assert list(report.rerun_view(report.rerun_table([], [])).columns)[0] == "setting"
 
 
+def _write_finished(folder, **fields):
+    """A record file that read_record calls finished: named by its configuration's hash."""
+    record = make_record(method="srl", **fields)
+    record["hash"] = config_hash(Config.from_dict(record["config"]))
+    (folder / f"{record['hash']}.json").write_text(json.dumps(record))
+    return record["hash"]
+
+
 def test_read_records_reads_a_relative_pattern_from_the_repository_root(tmp_path, monkeypatch):
     folder = tmp_path / "results" / "cpu" / "superseded"
     folder.mkdir(parents=True)
-    for name in ("b", "a", ".hidden"):
-        (folder / f"{name}.json").write_text(json.dumps({"hash": name}))
+    hashes = sorted(_write_finished(folder, seed=seed) for seed in (0, 1))
+    (folder / ".being-written.json").write_text("{")
     monkeypatch.setattr(report, "ROOT", tmp_path)
     monkeypatch.chdir(folder)  # where a notebook runs: not the root
     found = report.read_records("results/cpu/superseded/*.json")
-    assert [r["hash"] for r in found] == ["a", "b"]
+    assert [r["hash"] for r in found] == hashes
     assert report.read_records(str(folder / "*.json")) == found
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{\"hash\": \"0123456789abcdef\"", "not valid JSON"),
+    ("{\"hash\": \"fedcba9876543210\"}", "not its file name's"),
+])
+def test_read_records_names_a_file_that_is_not_a_finished_record(tmp_path, text, problem):
+    _write_finished(tmp_path)
+    (tmp_path / "0123456789abcdef.json").write_text(text)
+    with pytest.raises(ValueError, match=problem) as err:
+        report.read_records(str(tmp_path / "*.json"))
+    assert "0123456789abcdef.json" in str(err.value)
 
 
 def test_claim_ties_counts_the_comparisons_lost_by_a_tie():
