@@ -296,6 +296,17 @@ def load_grids(paths: Sequence[str | Path], scales: Sequence[str] | str = ("cpu"
     return grids, records, runs
 
 
+def rate_pilot(runs: pd.DataFrame, pilot_grid: str) -> pd.Series:
+    """Which of ``runs`` (a :func:`load_grids` table) only chose a learning rate: the runs that
+    ``pilot_grid`` holds at a rate of its own (its renorm variant aside).
+
+    The fair comparison chooses each add-on's rate on seed 0 and reports it on seeds 1-3
+    (``tools/choose_lr.py fair``); a seed-0 run at the chosen rate would otherwise join them and
+    bring the choice's luck into the mean. These runs are shown as the choice, not counted.
+    """
+    return (runs.grid == pilot_grid) & ~runs.renorm.astype(bool)
+
+
 def where(table: pd.DataFrame, **values: Any) -> pd.DataFrame:
     """The rows of ``table`` whose columns equal ``values``, e.g. ``where(runs, scale="cpu",
     protocol="authors")``."""

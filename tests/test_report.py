@@ -759,3 +759,10 @@ def test_claim_ties_counts_the_comparisons_lost_by_a_tie():
         "protocol": "authors' protocol, tuned rate", "scenario": "random 10%",
         "counted": len(faster), "does_not_hold": len(faster), "ties": len(faster)}]
     assert report.claim_ties(comparisons.iloc[:0], "faster").empty
+
+
+def test_rate_pilot_marks_the_pilots_own_rate_runs_only():
+    runs = pd.DataFrame({"grid": ["cpu-fair", "cpu-fair", "cpu-literature", "cpu-fair-chosen"],
+                         "renorm": [False, True, False, False]})
+    assert report.rate_pilot(runs, "cpu-fair").tolist() == [True, False, False, False]
+    assert not report.rate_pilot(runs.iloc[:0], "cpu-fair").any()

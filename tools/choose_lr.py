@@ -52,7 +52,11 @@ def fair() -> None:
     lit = [c for c in expand(load_grid(GRIDS / "cpu-literature.json"))
            if c.seed == 0 and c.method in ("ngplus", "srl") and c.addon != "none"]
     pilot = [c for c in expand(load_grid(GRIDS / "cpu-fair.json")) if not c.renorm]
-    chosen = lowest_avg_gap(records(lit + pilot))
+    found = records(lit + pilot)
+    chosen = lowest_avg_gap(found)
+    for (method, addon), v in sorted(chosen.items()):
+        rates = [c.lr for c in lit + pilot if (c.method, c.addon) == (method, addon)]
+        print(edge_advice(f"{method}+{addon}", v, rates, found))
     fixed = json.loads((GRIDS / "cpu-fair.json").read_text())["fixed"]
     grid = {"description": (
         "The fair comparison's own-rate runs: per base method and add-on, the rate with the "
@@ -70,7 +74,7 @@ def related() -> None:
     found = records(pilot)
     chosen = {method: v for (method, _), v in lowest_avg_gap(found).items()}
     for method, v in chosen.items():
-        print(edge_advice(method, v, pilot, found))
+        print(edge_advice(method, v, [c.lr for c in pilot if c.method == method], found))
     path = GRIDS / "cpu-related.json"
     grid = with_rates(json.loads(path.read_text()), {m: v["lr"] for m, v in chosen.items()})
     print("; ".join(f"{m} {v['lr']:g} (Avg. Gap {v['score']:.2f} on seed 0)"
@@ -78,11 +82,12 @@ def related() -> None:
     write(path, grid)
 
 
-def edge_advice(method: str, choice: dict, pilot: list, found: list) -> str:
-    """Whether the pilot's range should grow past ``method``'s chosen rate: only when it is at an
-    end of the rates tried and closer to the retrained model than the original model is (a rate
-    no better than not unlearning at all cannot improve by shrinking further)."""
-    tried = sorted(c.lr for c in pilot if c.method == method)
+def edge_advice(method: str, choice: dict, rates: list, found: list) -> str:
+    """Whether the pilot's range should grow past ``method``'s chosen rate (``method`` names the
+    setting, e.g. ``"srl"`` or ``"srl+and"``; ``rates`` are the rates tried for it): only when it
+    is at an end of the rates tried and closer to the retrained model than the original model is
+    (a rate no better than not unlearning at all cannot improve by shrinking further)."""
+    tried = sorted(rates)
     if choice["lr"] not in (tried[0], tried[-1]):
         return f"{method}: {choice['lr']:g} is inside the rates tried ({_rates(tried)})."
     record = next(r for r in found if r["hash"] == choice["hash"])
