@@ -616,16 +616,20 @@ def _time_key(*runs: pd.Series | pd.DataFrame) -> str:
     return "unlearn_cpu_s" if all(has_cpu(r) for r in runs) else "unlearn_s"
 
 
+def _counted_epochs(run: pd.Series) -> float:
+    """A run's epochs to the target UA as the claims count them: one epoch past its last when
+    it never got there."""
+    return float(run.epochs_to_target) if run.reached else float(run.epochs) + 1
+
+
 def _improvement(metric: str, base: pd.Series, treated: pd.Series) -> float:
     """Per seed: how much ``treated`` improves on ``base`` in the claim's direction."""
     if metric == "mia_member":
         return base.mia_member - treated.mia_member
     if metric == "abs_rUA":
         return base.abs_rUA - treated.abs_rUA
-    if metric == "epochs_to_target":  # never reached counts as one epoch past the run's last
-        def epochs(row: pd.Series) -> float:
-            return row.epochs_to_target if row.reached else float(row.epochs) + 1
-        return epochs(base) - epochs(treated)
+    if metric == "epochs_to_target":
+        return _counted_epochs(base) - _counted_epochs(treated)
     if metric == "time_ratio":  # CPU seconds where both runs have them: wall time varies with load
         key = _time_key(base, treated)
         if not base[key] > 0:
@@ -671,6 +675,14 @@ def _compare(claim: str, metric: str, treated: pd.DataFrame, base: pd.DataFrame,
         outcome = "mixed"
     n += lost
     value = _time_key(ok_t, ok_b) if metric == "time_ratio" else metric
+
+    def mean_of(runs: pd.DataFrame) -> float:
+        if not len(runs):
+            return math.nan
+        if metric == "epochs_to_target":  # as the improvement counts them
+            return float(np.mean([_counted_epochs(run) for _, run in runs.iterrows()]))
+        return float(runs[value].mean())
+
     first = treated.iloc[0]
     return {
         "claim": claim, **{k: first[k] for k in ("scale", "protocol", "dataset", "model",
@@ -680,8 +692,7 @@ def _compare(claim: str, metric: str, treated: pd.DataFrame, base: pd.DataFrame,
         "seeds": n,
         "diverged": int(treated.diverged.sum() + base.diverged.sum()), "lost": lost,
         "baseline_diverged": int(base.diverged.sum()),
-        "treated_mean": float(ok_t[value].mean()) if len(ok_t) else math.nan,
-        "baseline_mean": float(ok_b[value].mean()) if len(ok_b) else math.nan,
+        "treated_mean": mean_of(ok_t), "baseline_mean": mean_of(ok_b),
         "improvement": mean, "se": se, "spread": spread,
         "threshold": max(2 * se, 0.0 if math.isnan(spread) else spread) if n > 1 else math.nan,
         "verdict": outcome,
@@ -710,7 +721,8 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
         one keeps it from "holds"; they count in ``seeds``; never for run time),
         ``baseline_diverged`` (the baseline's diverged runs, left out),
         ``treated_mean`` and ``baseline_mean``
-        (the metric's means; the unlearning seconds for ``time``), ``improvement`` (the mean
+        (the metric's means; the unlearning seconds for ``time``; for the epochs to the target,
+        a run that never got there counts one epoch past its last), ``improvement`` (the mean
         improvement in the claimed direction), ``se``, ``spread``, ``threshold`` and
         ``verdict``.
     """
@@ -758,7 +770,8 @@ def claim_ties(comparisons: pd.DataFrame, claim: str) -> pd.DataFrame:
     """How many of a claim's "does not hold" comparisons are ties (both sides' means equal).
 
     The rule reads a tie as "does not hold" (the claim is an improvement); where every run of
-    a setting reaches the target in its first epoch, say, no add-on can improve on it. One row
+    a setting reaches the target in its first epoch, or none ever does, no add-on can be faster
+    (nor closer to 0 where every rUA is 0). One row
     per protocol (as the verdict table names its columns) and scenario, over the comparisons
     with two seeds or more: ``protocol``, ``scenario``, ``counted``, ``does_not_hold`` and
     ``ties``.

@@ -761,6 +761,17 @@ def test_claim_ties_counts_the_comparisons_lost_by_a_tie():
     assert report.claim_ties(comparisons.iloc[:0], "faster").empty
 
 
+def test_a_run_that_never_reaches_the_target_counts_one_epoch_past_its_last():
+    # neither side ever gets there in 3 epochs: both count 4, a tie, in the means as in the rule
+    records = [make_record(addon=addon, seed=seed, reached=None, epochs=3)
+               for seed in range(2) for addon in ("none", "and")]
+    comparisons = report.claim_comparisons(report.runs_table(records))
+    faster = comparisons[comparisons.claim == "faster"].iloc[0]
+    assert (faster.treated_mean, faster.baseline_mean, faster.improvement) == (4.0, 4.0, 0.0)
+    assert faster.verdict == "does not hold"
+    assert report.claim_ties(comparisons, "faster").ties.tolist() == [1]
+
+
 def test_rate_pilot_marks_the_pilots_own_rate_runs_only():
     runs = pd.DataFrame({"grid": ["cpu-fair", "cpu-fair", "cpu-literature", "cpu-fair-chosen"],
                          "renorm": [False, True, False, False]})
