@@ -1006,26 +1006,31 @@ def mia_closeness(runs: pd.DataFrame) -> pd.DataFrame:
 def mia_spread_table(runs: pd.DataFrame) -> pd.DataFrame:
     """How much of the differences between add-ons the attack's member sets can explain.
 
-    For each scale, protocol, scenario and method (diverged runs left out): ``addons``
-    compared, ``largest_difference`` (the largest minus the smallest add-on's mean member
-    rate), ``subset_sd`` and ``subset_range`` (the member-subset standard deviation and range
-    of one run's member rate, averaged over the runs), and ``pairs_beyond`` / ``pairs``: the
-    pairs of add-ons whose means differ by more than the member-subset standard deviation.
+    For each scale, dataset, model, protocol, scenario, method and learning rate with two
+    add-ons or more (diverged runs left out; an add-on at a rate of its own is in no group):
+    ``addons`` compared, ``largest_difference`` (the largest minus the smallest add-on's mean
+    member rate), ``subset_sd`` and ``subset_range`` (the member-subset standard deviation and
+    range of one run's member rate, averaged over the runs), and ``pairs_beyond`` / ``pairs``:
+    the pairs of add-ons whose means differ by more than the member-subset standard deviation.
+    ``protocol`` is named for a reader, the authors' at a tuned rate as such.
     """
-    columns = ["scale", "protocol", "scenario", "method", "mia_feature", "addons",
-               "largest_difference", "subset_sd", "subset_range", "pairs_beyond", "pairs"]
+    keys = ["scale", "dataset", "model", "protocol", "scenario", "method", "lr", "mia_feature"]
+    columns = keys + ["addons", "largest_difference", "subset_sd", "subset_range",
+                      "pairs_beyond", "pairs"]
     ok = runs[~runs.diverged] if not runs.empty else runs
     rows = []
     if ok.empty:
         return pd.DataFrame(columns=columns)
-    for key, group in ok.groupby(["scale", "protocol", "scenario", "method", "mia_feature"],
-                                 sort=True):
+    for key, group in ok.groupby(keys, sort=True):
         means = group.groupby("setting").mia_member.mean().dropna().to_numpy()
+        if len(means) < 2:
+            continue
         sd = float(group.mia_subset_sd.mean())
         diffs = [abs(a - b) for i, a in enumerate(means) for b in means[i + 1:]]
-        rows.append({**dict(zip(columns[:5], key)), "addons": len(means),
-                     "largest_difference": float(means.max() - means.min()) if len(means)
-                     else math.nan,
+        row = dict(zip(keys, key))
+        row["protocol"] = _protocol_name(row["protocol"], row["lr"])
+        rows.append({**row, "addons": len(means),
+                     "largest_difference": float(means.max() - means.min()),
                      "subset_sd": sd, "subset_range": float(group.mia_subset_range.mean()),
                      "pairs_beyond": int(sum(d > sd for d in diffs)) if not math.isnan(sd)
                      else 0,

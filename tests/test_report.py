@@ -315,6 +315,17 @@ def test_mia_spread_table_compares_addon_differences_with_the_spread():
     assert row.pairs == 1 and row.pairs_beyond == 1
 
 
+def test_mia_spread_table_compares_addons_at_one_rate_and_on_one_dataset():
+    # the same add-ons at the authors' rate and at a tuned one: two groups, never mixed
+    records = [make_record(addon=addon, seed=seed, lr=lr, member=member + (lr or 0) * 1e4)
+               for lr in (None, 0.001) for seed in range(2)
+               for addon, member in (("none", 50.0), ("and", 40.0))]
+    records.append(make_record(addon="and", seed=0, lr=0.003))   # a rate of its own: no group
+    table = report.mia_spread_table(report.runs_table(records))
+    assert table.protocol.tolist() == ["authors' protocol", "authors' protocol, tuned rate"]
+    assert table.largest_difference.tolist() == pytest.approx([10.0, 10.0])
+
+
 # --- files -------------------------------------------------------------------------------------
 
 def _smoke_config(**kw):
