@@ -26,7 +26,8 @@ def _usable(record: Mapping[str, Any]) -> bool:
         for k in ("UA", "TA", "avg_gap"))
 
 
-def _rate(record: Mapping[str, Any]) -> float:
+def record_rate(record: Mapping[str, Any]) -> float:
+    """The learning rate a record ran at: its configuration's, else its method's default."""
     lr = record["config"].get("lr")
     return float(lr if lr is not None else record["method"]["default_lr"])
 
@@ -37,10 +38,10 @@ def _pick(records: Iterable[Mapping[str, Any]], key, score) -> dict[Any, dict[st
     for record in records:
         if not _usable(record):
             continue
-        group, rank = key(record), (score(record), _rate(record))
+        group, rank = key(record), (score(record), record_rate(record))
         if group not in best or rank < best[group][0]:
             best[group] = (rank, record)
-    return {group: {"lr": _rate(record), "score": rank[0], "hash": record["hash"]}
+    return {group: {"lr": record_rate(record), "score": rank[0], "hash": record["hash"]}
             for group, (rank, record) in best.items()}
 
 

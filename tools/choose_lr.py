@@ -16,7 +16,7 @@ from pathlib import Path
 from feasible.experiment import finished_record
 from feasible.metrics import gaps
 from feasible.sweep import expand, load_grid
-from feasible.tuning import closest_to_retrained, lowest_avg_gap
+from feasible.tuning import closest_to_retrained, lowest_avg_gap, record_rate
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 
@@ -55,7 +55,8 @@ def fair() -> None:
     found = records(lit + pilot)
     chosen = lowest_avg_gap(found)
     for (method, addon), v in sorted(chosen.items()):
-        rates = [c.lr for c in lit + pilot if (c.method, c.addon) == (method, addon)]
+        rates = [record_rate(r) for r in found
+                 if (r["config"]["method"], r["config"]["addon"]) == (method, addon)]
         print(edge_advice(f"{method}+{addon}", v, rates, found))
     fixed = json.loads((GRIDS / "cpu-fair.json").read_text())["fixed"]
     grid = {"description": (
@@ -74,7 +75,8 @@ def related() -> None:
     found = records(pilot)
     chosen = {method: v for (method, _), v in lowest_avg_gap(found).items()}
     for method, v in chosen.items():
-        print(edge_advice(method, v, [c.lr for c in pilot if c.method == method], found))
+        rates = [record_rate(r) for r in found if r["config"]["method"] == method]
+        print(edge_advice(method, v, rates, found))
     path = GRIDS / "cpu-related.json"
     grid = with_rates(json.loads(path.read_text()), {m: v["lr"] for m, v in chosen.items()})
     print("; ".join(f"{m} {v['lr']:g} (Avg. Gap {v['score']:.2f} on seed 0)"
