@@ -102,10 +102,11 @@ SCALES: dict[str, Scale] = {
         recipes=_recipes(
             # ours, measured: see README (memorises the 18k training images, test >= 88%)
             small_cnn=TrainConfig("small_cnn", epochs=20, lr=0.05, batch_size=128, augment=False),
-            # ours, not tuned: a narrow ResNet18 (width 16) without augmentation so it memorises
-            resnet18=TrainConfig("resnet18", width=16, epochs=15, lr=0.05, batch_size=128,
+            # ours, not tuned: narrow models (width 16) without augmentation so they memorise;
+            # measured: 15 epochs left VGG16-BN at 98.8 % train accuracy on the 9k retain images
+            resnet18=TrainConfig("resnet18", width=16, epochs=20, lr=0.05, batch_size=128,
                                  augment=False),
-            vgg16_bn=TrainConfig("vgg16_bn", width=16, epochs=15, lr=0.05, batch_size=128,
+            vgg16_bn=TrainConfig("vgg16_bn", width=16, epochs=20, lr=0.05, batch_size=128,
                                  augment=False),
             mlp=TrainConfig("mlp", epochs=30, lr=0.05, batch_size=128, augment=False),
         ),

@@ -1542,39 +1542,36 @@ def rerun_view(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Measured seconds per run from the records' timings, by scale, protocol and method.
+    """Measured seconds per run from the records' timings, by scale, dataset, model, protocol
+    and method.
 
     Columns: ``runs``, ``total_s`` (sum of the runs' totals), ``median_run_s``, ``unlearn_s`` and
     ``evaluate_s`` (sums: unlearning; per-epoch and final evaluation), and ``train_s`` (the
     training of the distinct original and retrained models the runs used, when they were made).
     """
+    keys = ["scale", "dataset", "model", "protocol", "method"]
     rows, trained = [], {}
     for r in records:
         t, c = r.get("timings") or {}, r["config"]
-        rows.append({"scale": c.get("scale"), "protocol": c.get("protocol"),
-                     "method": c.get("method"), "total_s": _num(t.get("total_s")),
+        where = tuple(c.get(k) for k in keys)
+        rows.append({**dict(zip(keys, where)), "total_s": _num(t.get("total_s")),
                      "unlearn_s": _num(t.get("unlearn_s")),
                      "evaluate_s": _num(t.get("evaluate_epochs_s"))
                      + _num(t.get("evaluate_references_s"))})
         for kind in ("original", "retrained"):
             key = (r.get(kind, {}).get("train") or {}).get("key")
             if key:
-                trained[(c.get("scale"), c.get("protocol"), c.get("method"), key)] = _num(
-                    t.get(f"train_{kind}_trained_in_s"))
-    columns = ["scale", "protocol", "method", "runs", "total_s", "median_run_s", "unlearn_s",
-               "evaluate_s", "train_s"]
+                trained[where + (key,)] = _num(t.get(f"train_{kind}_trained_in_s"))
+    columns = keys + ["runs", "total_s", "median_run_s", "unlearn_s", "evaluate_s", "train_s"]
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=columns)
-    out = (table.groupby(["scale", "protocol", "method"])
+    out = (table.groupby(keys)
            .agg(runs=("total_s", "size"), total_s=("total_s", "sum"),
                 median_run_s=("total_s", "median"), unlearn_s=("unlearn_s", "sum"),
                 evaluate_s=("evaluate_s", "sum")).reset_index())
-    train = pd.Series(trained, dtype=float)
-    out["train_s"] = [train[(train.index.get_level_values(0) == s)
-                            & (train.index.get_level_values(1) == p)
-                            & (train.index.get_level_values(2) == m)].sum() if len(train) else 0.0
-                      for s, p, m in zip(out.scale, out.protocol, out.method)]
+    out["train_s"] = [sum(seconds for k, seconds in trained.items() if k[:-1] == tuple(row))
+                      for row in out[keys].itertuples(index=False)]
     return out[columns]
 
 

@@ -788,3 +788,12 @@ def test_rate_pilot_marks_the_pilots_own_rate_runs_only():
                          "renorm": [False, True, False, False]})
     assert report.rate_pilot(runs, "cpu-fair").tolist() == [True, False, False, False]
     assert not report.rate_pilot(runs.iloc[:0], "cpu-fair").any()
+
+
+def test_timing_table_keeps_datasets_and_models_apart():
+    fashion = make_record(addon="none")
+    cifar = make_record(addon="none")
+    cifar["config"].update(dataset="cifar10", model="vgg16_bn")
+    table = report.timing_table([fashion, cifar, make_record(addon="and")])
+    assert table[["dataset", "model", "runs"]].values.tolist() == [
+        ["cifar10", "vgg16_bn", 1], ["fashion_mnist", "small_cnn", 2]]
