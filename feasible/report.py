@@ -395,10 +395,10 @@ def run_row(record: Mapping[str, Any]) -> dict[str, Any]:
     lr = config.get("lr")
     if lr is None:
         lr = (record.get("method") or {}).get("default_lr")
-    setting = {k: v for k, v in config.items() if k not in _NOT_SETTING}
+    # the rate as run: a method's default named or left out is one setting
+    setting = {**{k: v for k, v in config.items() if k not in _NOT_SETTING}, "lr": lr}
     base = {k: v for k, v in setting.items() if k not in _ADDON_FIELDS}
     any_lr = {k: v for k, v in base.items() if k != "lr"}
-    base["lr"] = lr
     diverged = record.get("diverged_epoch")
     reached = final.get("epochs_to_reach_retrain_ua")
     timings = record.get("timings") or {}

@@ -797,3 +797,10 @@ def test_timing_table_keeps_datasets_and_models_apart():
     table = report.timing_table([fashion, cifar, make_record(addon="and")])
     assert table[["dataset", "model", "runs"]].values.tolist() == [
         ["cifar10", "vgg16_bn", 1], ["fashion_mnist", "small_cnn", 2]]
+
+
+def test_a_default_rate_named_or_left_out_is_one_setting():
+    left_out = make_record(addon="and", seed=0, protocol="harness", method="srl")
+    named = make_record(addon="and", seed=1, protocol="harness", method="srl", lr=0.03)
+    runs = report.runs_table([left_out, named])   # the method's default_lr is 0.03
+    assert runs.setting.nunique() == 1 and runs.lr.tolist() == [0.03, 0.03]
