@@ -771,21 +771,22 @@ def claim_ties(comparisons: pd.DataFrame, claim: str) -> pd.DataFrame:
 
     The rule reads a tie as "does not hold" (the claim is an improvement); where every run of
     a setting reaches the target in its first epoch, or none ever does, no add-on can be faster
-    (nor closer to 0 where every rUA is 0). One row
-    per protocol (as the verdict table names its columns) and scenario, over the comparisons
-    with two seeds or more: ``protocol``, ``scenario``, ``counted``, ``does_not_hold`` and
-    ``ties``.
+    (nor closer to 0 where every rUA is 0). One row per column of the verdict table (scale,
+    dataset, protocol as run) and scenario, over the comparisons with two seeds or more:
+    ``scale``, ``dataset``, ``protocol`` (its name for a reader), ``scenario``, ``counted``,
+    ``does_not_hold`` and ``ties``.
     """
-    columns = ["protocol", "scenario", "counted", "does_not_hold", "ties"]
+    keys = ["scale", "dataset", "protocol", "scenario"]
+    columns = keys + ["counted", "does_not_hold", "ties"]
     part = comparisons[(comparisons.claim == claim) & (comparisons.seeds >= 2)] \
         if len(comparisons) else comparisons
     if part.empty:
         return pd.DataFrame(columns=columns)
     part = part.assign(protocol=[_protocol_name(p, lr) for p, lr in zip(part.protocol, part.lr)])
     rows = []
-    for (protocol, scenario), group in part.groupby(["protocol", "scenario"], sort=False):
+    for values, group in part.groupby(keys, sort=False):
         against = group[group.verdict == "does not hold"]
-        rows.append({"protocol": protocol, "scenario": scenario, "counted": len(group),
+        rows.append({**dict(zip(keys, values)), "counted": len(group),
                      "does_not_hold": len(against),
                      "ties": int((against.treated_mean == against.baseline_mean).sum())})
     return pd.DataFrame(rows, columns=columns)

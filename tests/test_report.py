@@ -767,9 +767,23 @@ def test_claim_ties_counts_the_comparisons_lost_by_a_tie():
     assert set(faster.verdict) == {"does not hold"}
     table = report.claim_ties(comparisons, "faster")
     assert table.to_dict("records") == [{
+        "scale": "cpu", "dataset": "fashion_mnist",
         "protocol": "authors' protocol, tuned rate", "scenario": "random 10%",
         "counted": len(faster), "does_not_hold": len(faster), "ties": len(faster)}]
     assert report.claim_ties(comparisons.iloc[:0], "faster").empty
+
+
+def test_claim_ties_keeps_datasets_apart_as_the_verdict_table_does():
+    records = []
+    for dataset in ("fashion_mnist", "cifar10"):
+        for seed in range(2):
+            for addon in ("none", "and"):
+                record = make_record(addon=addon, seed=seed, reached=1, lr=0.001)
+                record["config"]["dataset"] = dataset
+                records.append(record)
+    table = report.claim_ties(report.claim_comparisons(report.runs_table(records)), "faster")
+    assert sorted(table.dataset) == ["cifar10", "fashion_mnist"]
+    assert table.ties.tolist() == [1, 1]
 
 
 def test_a_run_that_never_reaches_the_target_counts_one_epoch_past_its_last():
