@@ -41,15 +41,15 @@ from feasible.sweep import AXES, META_KEYS, expand, load_grid
 
 __all__ = [
     "ABLATION_PANELS", "ADDON_NAMES", "AUTHORS_TABLE", "AUTHORS_TABLE_SOURCE", "CLAIMS",
-    "DATASET_NAMES", "EPOCH_PANELS", "FIG5_ADDONS", "GROUP", "MANAGEABLE_TIME_RATIO",
-    "METHOD_NAMES", "PALETTE", "PAPER_ADDONS", "PROTOCOL_NAMES", "RESULT_COLUMNS", "RESULT_VIEWS",
-    "SUMMARY_METRICS", "VERDICTS", "ablation_display", "ablation_table", "authors_comparison",
-    "claim_comparisons", "claim_evidence", "claim_ties", "claim_verdicts", "convergence_table",
-    "data_sources",
-    "departures_table", "diverged_table", "environment_table", "epoch_curves", "format_mean_sd",
-    "grid_configs", "GridRecords", "load_grid_records", "load_grids", "load_subgrids",
-    "mia_agreement", "mia_closeness", "mia_spread_table", "plot_ablation", "plot_claim",
-    "plot_comparisons", "plot_epochs", "plot_gap_dots", "plot_lr_sweep", "plot_mia_closeness",
+    "DATASET_NAMES", "EPOCH_PANELS", "FAIR_POINTS", "FIG5_ADDONS", "GridRecords", "GROUP",
+    "MANAGEABLE_TIME_RATIO", "METHOD_NAMES", "PALETTE", "PAPER_ADDONS", "PROTOCOL_NAMES",
+    "RESULT_COLUMNS", "RESULT_VIEWS", "SUMMARY_METRICS", "VERDICTS", "ablation_display",
+    "ablation_table", "authors_comparison", "claim_comparisons", "claim_evidence", "claim_ties",
+    "claim_verdicts", "convergence_table", "data_sources", "departures_table", "diverged_table",
+    "environment_table", "epoch_curves", "fair_points", "fair_table", "format_mean_sd",
+    "grid_configs", "load_grid_records", "load_grids", "load_subgrids", "mia_agreement",
+    "mia_closeness", "mia_spread_table", "plot_ablation", "plot_claim", "plot_comparisons",
+    "plot_epochs", "plot_fair", "plot_gap_dots", "plot_lr_sweep", "plot_mia_closeness",
     "plot_stacked", "plot_times", "plot_verdict_grid", "ranking", "read_records",
     "references_table", "rerun_table", "rerun_view", "results_table", "run_row", "runs_table",
     "show", "summarize", "timing_table", "verdict", "verdict_markdown", "verdict_summary",
@@ -305,6 +305,78 @@ def rate_pilot(runs: pd.DataFrame, pilot_grid: str) -> pd.Series:
     bring the choice's luck into the mean. These runs are shown as the choice, not counted.
     """
     return (runs.grid == pilot_grid) & ~runs.renorm.astype(bool)
+
+
+FAIR_POINTS: tuple[str, ...] = ("base rate", "renorm", "own rate")
+"""The fair comparison's three points, in the order its table and figure show them."""
+
+
+def fair_points(runs: pd.DataFrame, chosen: Mapping[tuple[str, str], float],
+                base_rates: Mapping[str, float], reported_seeds: Sequence[int] = (1, 2, 3),
+                base_seeds: Sequence[int] = (0, 1, 2)) -> pd.DataFrame:
+    """The runs of the fair comparison, each under the point it belongs to.
+
+    Per base method and add-on of ``chosen`` (``none`` included: the base method at a rate of
+    its own), three points: ``"base rate"`` (the add-on at the base method's rate, seeds
+    ``base_seeds``), ``"renorm"`` (there, each masked direction rescaled to the unmasked one's
+    norm) and ``"own rate"`` (at the rate chosen on seed 0, on ``reported_seeds``: the seed it
+    was chosen on is left out). A run may stand under two points (own rate = base rate).
+
+    Args:
+        runs: a :func:`runs_table` (or :func:`load_grids`) table.
+        chosen: ``{(method, addon): lr}``, the rates the rule chose.
+        base_rates: ``{method: lr}``, each base method's rate.
+        reported_seeds: the seeds the own rate is reported on.
+        base_seeds: the seeds of the base rate and renorm points.
+
+    Returns:
+        ``runs``' rows for these points with a ``point`` column (:data:`FAIR_POINTS`) and
+        ``rate_ratio`` (the run's rate over the base method's).
+    """
+    parts = []
+    for (method, addon), lr in chosen.items():
+        if method not in base_rates:
+            raise ValueError(f"No base rate for {method!r}; base_rates has {sorted(base_rates)}.")
+        base = base_rates[method]
+        same = runs[(runs.method == method) & (runs.addon == addon)]
+        renorm = same.renorm.astype(bool)
+        at_base = np.isclose(same.lr.astype(float), base) & same.seed.isin(base_seeds)
+        at_own = (np.isclose(same.lr.astype(float), lr) & same.seed.isin(reported_seeds)
+                  & ~renorm)
+        for point, mask in zip(FAIR_POINTS, (at_base & ~renorm, at_base & renorm, at_own)):
+            parts.append(same[mask].assign(point=point, rate_ratio=same[mask].lr / base))
+    columns = list(runs.columns) + ["point", "rate_ratio"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+def fair_table(points: pd.DataFrame, metric: str = "avg_gap", digits: int = 1) -> pd.DataFrame:
+    """:func:`fair_points` in short: one row per method and add-on, one column per point, each
+    cell the metric's ``mean ± sd`` over the runs that did not diverge, with ``(k diverged)``
+    where some did and ``"–"`` where none was recorded; the own rate's column names its rate as
+    a multiple of the base rate."""
+    rows = {}
+    order = {a: i for i, a in enumerate(ADDON_NAMES)}
+    pairs = sorted(set(zip(points.method, points.addon)),
+                   key=lambda pair: (list(dict.fromkeys(points.method)).index(pair[0]),
+                                     order.get(pair[1], len(order))))
+    for method, addon in pairs:
+        part = points[(points.method == method) & (points.addon == addon)]
+        name = METHOD_NAMES.get(method, method) + ("" if addon == "none"
+                                                    else f" + {ADDON_NAMES.get(addon, addon)}")
+        row = {}
+        for point in FAIR_POINTS:
+            cell = part[part.point == point]
+            ok = cell[~cell.diverged][metric].astype(float)
+            text = ("–" if ok.empty else f"{ok.mean():.{digits}f}" if len(ok) == 1 else
+                    f"{ok.mean():.{digits}f}\u00a0±\u00a0{ok.std(ddof=1):.{digits}f}")
+            if (lost := int(cell.diverged.sum())):
+                text += f" ({lost} of {len(cell)} diverged)"
+            row[point] = text
+        own = part[part.point == "own rate"]
+        row["own rate is"] = (f"{own.rate_ratio.iloc[0]:g}× base" if len(own) else "–")
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=list(FAIR_POINTS) + ["own rate is"])
 
 
 def where(table: pd.DataFrame, **values: Any) -> pd.DataFrame:
@@ -1808,6 +1880,57 @@ def plot_gap_dots(runs: pd.DataFrame, title: str, metric: str = "avg_gap", *,
         ax.set_title(scenario)
         ax.set_xlabel({"avg_gap": "Avg. Gap to the retrained model (points)"}.get(metric, metric))
         ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_fair(points: pd.DataFrame, title: str, metric: str = "avg_gap", *,
+              into: Any = None) -> Any:
+    """:func:`fair_points` drawn: one panel per base method, one row per add-on, and in each
+    row one line of dots per point (base rate, renorm, own rate; one dot per seed, a bar at the
+    mean); a diverged run is a cross at the panel's right edge. The metric's axis is
+    logarithmic: the Avg. Gaps of one panel span more than a decade."""
+    methods = list(dict.fromkeys(points.method)) or [""]
+    colours = dict(zip(FAIR_POINTS, ("#000000", "#56B4E9", "#009E73")))
+    offsets = dict(zip(FAIR_POINTS, (-0.25, 0.0, 0.25)))
+    order = {a: i for i, a in enumerate(ADDON_NAMES)}
+    values = points.loc[~points.diverged, metric].astype(float)
+    values = values[values > 0]
+    low, top = (values.min(), values.max()) if len(values) else (1.0, 10.0)
+    edge = top * 1.6
+    counts = [points[points.method == m].addon.nunique() for m in methods]
+    fig = _canvas((7.2, 0.55 * sum(counts) + 1.0 * len(methods) + 0.8), into)
+    axes = fig.subplots(len(methods), 1, squeeze=False, sharex=True,
+                        gridspec_kw={"height_ratios": [max(c, 1) for c in counts]})[:, 0]
+    for ax, method in zip(axes, methods):
+        part = points[points.method == method]
+        addons = sorted(set(part.addon), key=lambda a: order.get(a, len(order)))
+        for y, addon in enumerate(addons):
+            for point in FAIR_POINTS:
+                cell = part[(part.addon == addon) & (part.point == point)]
+                ok = cell.loc[~cell.diverged, metric].astype(float)
+                yy = y + offsets[point]
+                if len(ok):
+                    ax.plot([ok.mean()] * 2, [yy - 0.1, yy + 0.1], color=colours[point], lw=2)
+                ax.plot(ok, [yy] * len(ok), "o", color=colours[point], ms=4, alpha=0.8)
+                if (lost := int(cell.diverged.sum())):
+                    ax.plot(edge, yy, "x", color=colours[point], ms=6)
+                    ax.annotate(f"{lost}", (edge, yy), xytext=(5, 0), fontsize=8,
+                                textcoords="offset points", va="center")
+        ax.set_yticks(range(len(addons)), [ADDON_NAMES.get(a, a) for a in addons])
+        ax.set_ylim(len(addons) - 0.5, -0.5)
+        ax.set_title(METHOD_NAMES.get(method, method))
+        ax.set_xscale("log")
+        ax.set_xlim(low / 1.3, edge * 1.5)
+        ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200) if low / 1.3 <= t <= edge * 1.5]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xticks([], minor=True)
+        ax.grid(axis="x", which="both", alpha=0.3)
+    axes[-1].set_xlabel({"avg_gap": "Avg. Gap to the retrained model (points, log scale; "
+                                    "×: diverged runs, counted)"}.get(metric, metric))
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=colours[p], marker="o", ls="", label=p) for p in FAIR_POINTS]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     fig.suptitle(title)
     return fig
 

@@ -818,3 +818,70 @@ def test_a_default_rate_named_or_left_out_is_one_setting():
     named = make_record(addon="and", seed=1, protocol="harness", method="srl", lr=0.03)
     runs = report.runs_table([left_out, named])   # the method's default_lr is 0.03
     assert runs.setting.nunique() == 1 and runs.lr.tolist() == [0.03, 0.03]
+
+
+# --- the fair comparison ---------------------------------------------------------------------
+
+def _fair_records():
+    """SRL at its base rate 0.03 without add-on (seeds 0-2) and with AND (seeds 0-2, also
+    renormed), and AND at its own rate 0.015 on seeds 0-3 (seed 0 chose it)."""
+    def run(addon, seed, lr, renorm=False, **numbers):
+        record = make_record("srl", addon, seed, protocol="harness", lr=lr, **numbers)
+        record["config"]["renorm"] = renorm
+        return record
+    records = [run("none", s, 0.03) for s in range(3)]
+    records += [run("and", s, 0.03, ua=20.0) for s in range(3)]
+    records += [run("and", s, 0.03, renorm=True) for s in range(3)]
+    records += [run("and", s, 0.015) for s in range(4)]
+    records[-1]["final"]["avg_gap"] = 4.0
+    records.append(run("and", 1, 0.06, diverged=2))  # a rate that is no point
+    return records
+
+
+def test_fair_points_put_each_run_under_its_point_and_leave_the_choosing_seed_out():
+    runs = report.runs_table(_fair_records())
+    points = report.fair_points(runs, {("srl", "none"): 0.03, ("srl", "and"): 0.015},
+                                {"srl": 0.03})
+    counts = points.groupby(["addon", "point"]).seed.apply(sorted).to_dict()
+    assert counts == {("and", "base rate"): [0, 1, 2], ("and", "renorm"): [0, 1, 2],
+                      ("and", "own rate"): [1, 2, 3], ("none", "base rate"): [0, 1, 2],
+                      ("none", "own rate"): [1, 2]}
+    assert set(points[points.point == "own rate"].rate_ratio.round(6)) == {0.5, 1.0}
+    assert 0.06 not in set(points.lr)
+
+
+def test_fair_points_name_a_method_without_base_rate():
+    runs = report.runs_table(_fair_records())
+    with pytest.raises(ValueError, match="'srl'"):
+        report.fair_points(runs, {("srl", "and"): 0.015}, {"ngplus": 0.2})
+
+
+def test_fair_table_one_row_per_setting_means_and_diverged_runs_named():
+    records = _fair_records()
+    records[0]["diverged_epoch"] = 1
+    points = report.fair_points(report.runs_table(records),
+                                {("srl", "none"): 0.03, ("srl", "and"): 0.015}, {"srl": 0.03})
+    table = report.fair_table(points)
+    assert list(table.index) == ["SRL", "SRL + AND"]
+    assert list(table.columns) == ["base rate", "renorm", "own rate", "own rate is"]
+    assert table.loc["SRL", "base rate"] == "2.0\u00a0±\u00a00.0 (1 of 3 diverged)"
+    assert table.loc["SRL", "renorm"] == "–"
+    assert table.loc["SRL + AND", "own rate"] == "2.7\u00a0±\u00a01.2"  # (2 + 2 + 4) / 3
+    assert table.loc["SRL + AND", "own rate is"] == "0.5× base"
+
+
+def test_plot_fair_one_panel_per_method_crosses_count_the_diverged():
+    import matplotlib.pyplot as plt
+
+    records = _fair_records() + [make_record("ngplus", "none", s, protocol="harness", lr=0.2,
+                                             diverged=1) for s in range(2)]
+    points = report.fair_points(report.runs_table(records),
+                                {("srl", "and"): 0.015, ("ngplus", "none"): 0.2},
+                                {"srl": 0.03, "ngplus": 0.2})
+    fig = report.plot_fair(points, "t")
+    assert [ax.get_title() for ax in fig.axes] == ["SRL", "NGPlus"]
+    crosses = [line for ax in fig.axes for line in ax.lines if line.get_marker() == "x"]
+    assert len(crosses) == 2  # NGPlus without add-on: base rate and own rate, both diverged
+    # seeds 0 and 1 at the base rate, seed 1 alone at the own rate (seed 0 chose it)
+    assert sorted(t.get_text() for ax in fig.axes for t in ax.texts) == ["1", "2"]
+    plt.close(fig)
