@@ -76,3 +76,15 @@ def test_edge_advice_extends_the_range_only_while_the_method_beats_not_unlearnin
         "warning: m's chosen rate 0.01 is at the edge")             # 1.5 < 2: keep looking
     assert "the range stops there" in advice("m", {"lr": 0.01, "score": 2.5, "hash": "a"},
                                              pilot, found)         # no better than doing nothing
+
+
+def test_subgrid_of_takes_the_models_sub_grid_with_the_shared_fixed():
+    grid = {"fixed": {"scale": "cpu"}, "grids": [
+        {"fixed": {"model": "vgg16_bn", "seed": 0}, "methods": ["srl_authors"]},
+        {"fixed": {"model": "resnet18"}, "methods": ["srl"]}]}
+    sub = _choose_lr().subgrid_of(grid, "vgg16_bn")
+    assert sub == {"fixed": {"scale": "cpu", "model": "vgg16_bn", "seed": 0},
+                   "methods": ["srl_authors"]}
+    assert _choose_lr().subgrid_of({"methods": ["ft"]}, "x") == {"methods": ["ft"]}
+    with pytest.raises(ValueError, match="'mlp'"):
+        _choose_lr().subgrid_of(grid, "mlp")

@@ -1,6 +1,7 @@
 """Apply the stated learning-rate rules (feasible.tuning) to the pilot records; write the grids.
 
     PYTHONPATH=. python tools/choose_lr.py authors   # -> grids/cpu-authors-tuned.json
+    PYTHONPATH=. python tools/choose_lr.py cifar     # -> grids/cpu-cifar-tuned.json
     PYTHONPATH=. python tools/choose_lr.py fair      # -> grids/cpu-fair-chosen.json
     PYTHONPATH=. python tools/choose_lr.py related   # -> the rates in grids/cpu-related.json
 
@@ -31,21 +32,50 @@ def records(configs) -> list:
 
 
 def authors() -> None:
-    pilot = expand(load_grid(GRIDS / "cpu-authors-lr.json"))
-    base = [c for c in expand(load_grid(GRIDS / "cpu-authors.json"))
-            if c.seed == 0 and c.scenario == "random" and c.addon == "none"]
+    tuned("cpu-authors-lr.json", "cpu-authors.json", "cpu-authors-tuned.json",
+          "The authors' protocol at a tuned learning rate (the second point of the authors' "
+          "protocol; the first, at their 1e-4, is cpu-authors.json)")
+
+
+def cifar() -> None:
+    tuned("cpu-cifar-lr.json", "cpu-cifar.json", "cpu-cifar-tuned.json",
+          "The CIFAR-10 subset's VGG16-BN under the authors' protocol at a tuned learning rate "
+          "(the second point; the first, at their 1e-4, is in cpu-cifar.json)")
+
+
+def tuned(pilot_name: str, base_name: str, out_name: str, head: str) -> None:
+    """The tuned point of the authors' protocol: ``base_name``'s authors'-protocol sub-grid with
+    each base method at the rate :func:`closest_to_retrained` chooses on ``pilot_name``'s
+    records and the base grid's seed-0 runs without add-on alike (its 1e-4)."""
+    pilot = expand(load_grid(GRIDS / pilot_name))
+    first = pilot[0]
+    base = [c for c in expand(load_grid(GRIDS / base_name))
+            if c.seed == 0 and c.scenario == "random" and c.addon == "none"
+            and (c.dataset, c.model, c.protocol) == (first.dataset, first.model, first.protocol)]
     chosen = closest_to_retrained(records(pilot + base))
-    grid = json.loads((GRIDS / "cpu-authors.json").read_text())
+    grid = json.loads((GRIDS / base_name).read_text())
+    grid = subgrid_of(grid, first.model)
     rates = ", ".join(f"{m} {v['lr']:g} (|UA - UA_retrained| {v['score']:.2f} on seed 0)"
                       for m, v in sorted(chosen.items()))
     grid["description"] = (
-        "The authors' protocol at a tuned learning rate (the second point of the authors' "
-        "protocol; the first, at their 1e-4, is cpu-authors.json): everything as there but the "
-        "rate, chosen per base method by the rule of feasible.tuning.closest_to_retrained on the "
-        "seed-0 pilot (cpu-authors-lr.json and 1e-4): the rate whose final UA is closest to the "
-        f"retrained model's with TA within 3 points of the original's. Chosen: {rates}.")
+        f"{head}: everything as there but the rate, chosen per base method by the rule of "
+        f"feasible.tuning.closest_to_retrained on the seed-0 pilot ({pilot_name} and 1e-4): "
+        "the rate whose final UA is closest to the retrained model's with TA within 3 points "
+        f"of the original's. Chosen: {rates}.")
     grid["methods"] = [{"method": m, "lr": v["lr"]} for m, v in sorted(chosen.items())]
-    write(GRIDS / "cpu-authors-tuned.json", grid)
+    write(GRIDS / out_name, grid)
+
+
+def subgrid_of(grid: dict, model: str) -> dict:
+    """``grid`` itself, or where it has sub-grids, the one that runs ``model`` (its ``fixed``
+    merged over the grid's) as a grid of its own."""
+    if "grids" not in grid:
+        return grid
+    for sub in grid["grids"]:
+        fixed = {**grid.get("fixed", {}), **sub.get("fixed", {})}
+        if fixed.get("model") == model:
+            return {**sub, "fixed": fixed}
+    raise ValueError(f"No sub-grid runs model {model!r}.")
 
 
 def fair() -> None:
@@ -132,7 +162,7 @@ def write(path: Path, grid: dict) -> None:
 
 
 if __name__ == "__main__":
-    rules = {"authors": authors, "fair": fair, "related": related}
+    rules = {"authors": authors, "cifar": cifar, "fair": fair, "related": related}
     rule = sys.argv[1] if len(sys.argv) > 1 else "authors"
     if rule not in rules:
         sys.exit(f"Unknown rule {rule!r}; choose one of {sorted(rules)}.")
