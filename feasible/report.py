@@ -777,13 +777,15 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     Claims ``lower_mia``, ``better_rua``, ``faster`` and ``time`` compare each setting with one
     of :data:`PAPER_ADDONS` with the same setting without add-on (same protocol, data, model,
     scenario, method and learning rate; an add-on run at a learning rate of its own, with no
-    run without add-on at that rate, is compared with the method's most-seeded run without
-    add-on at any rate, its usual one). ``beats_baselines`` compares each SRL or NGPlus setting
+    run without add-on at that rate, is compared with the method's setting without add-on that
+    shares the most seeds with it: in the fair comparison, the base method at its own rate,
+    both on seeds 1-3; else the most-seeded, its usual rate). ``beats_baselines`` compares each SRL or NGPlus setting
     with one of them against SalUn (SRL with SalUn's mask, the authors' per-step one or the
     static one, whichever the protocol ran), and each SRL one also against NGPlus without
     add-on (NGPlus with an add-on against NGPlus is what the other claims test), on the MIA,
     ``|rUA|`` and epochs to the target UA; where a baseline ran at several learning rates, the
-    treated run's rate, else its most-seeded setting. Pairs are by seed (:func:`verdict`).
+    treated run's rate, else the setting that shares the most seeds with it. Pairs are by seed
+    (:func:`verdict`).
 
     Returns:
         One row per claim, setting, baseline and metric, with the setting's columns, ``baseline``
@@ -808,7 +810,7 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
         first = group.iloc[0]
         if first.addon not in PAPER_ADDONS:
             continue
-        if (base := baseline_of(first)) is None:
+        if (base := baseline_of(group)) is None:
             continue
         for claim in ("lower_mia", "better_rua", "faster", "time"):
             for metric in _CLAIM_METRICS[claim]:
@@ -823,7 +825,7 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
 
         def pick(groups: list[pd.DataFrame]) -> pd.DataFrame | None:
             at_lr = [g for g in groups if g.iloc[0].lr == first.lr]  # the same rate first
-            return _most_seeds(at_lr or groups)
+            return _most_paired(at_lr or groups, group.seed)
 
         baselines = {"SalUn": pick([g for g in same if g.iloc[0].base_method == "srl"
                                     and g.iloc[0].addon in ("salun", "salun_step")])}
@@ -864,16 +866,20 @@ def claim_ties(comparisons: pd.DataFrame, claim: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _most_seeds(groups: list[pd.DataFrame]) -> pd.DataFrame | None:
-    """The setting with the most runs (ties: the first, in grid order); ``None`` if none."""
-    return max(groups, key=len) if groups else None
+def _most_paired(groups: list[pd.DataFrame], seeds: Iterable[int]) -> pd.DataFrame | None:
+    """The setting that shares the most seeds with ``seeds`` (the comparison pairs runs by
+    seed), then the one with the most runs (ties: the first, in grid order); ``None`` if none."""
+    seeds = set(seeds)
+    return max(groups, key=lambda g: (len(seeds & set(g.seed)), len(g))) if groups else None
 
 
-def _no_addon_baseline(settings: list[pd.DataFrame]) -> Callable[[pd.Series],
+def _no_addon_baseline(settings: list[pd.DataFrame]) -> Callable[[pd.DataFrame],
                                                                   pd.DataFrame | None]:
     """How :func:`claim_comparisons` and :func:`mia_closeness` find a setting's baseline among
     ``settings`` (runs grouped by setting): the same setting without add-on at the same rate,
-    else (an add-on at its own rate) the method's most-seeded setting without add-on."""
+    else (an add-on at its own rate) the method's setting without add-on that shares the most
+    seeds with it (the fair comparison's add-ons at their own rates meet the base method at its
+    own rate, both on seeds 1-3), then the most-seeded."""
     nones: dict[str, pd.DataFrame] = {}
     nones_any_lr: dict[str, list[pd.DataFrame]] = {}
     for group in settings:
@@ -882,10 +888,11 @@ def _no_addon_baseline(settings: list[pd.DataFrame]) -> Callable[[pd.Series],
             nones[first.base_key] = group
             nones_any_lr.setdefault(first.base_key_any_lr, []).append(group)
 
-    def baseline_of(first: pd.Series) -> pd.DataFrame | None:
+    def baseline_of(group: pd.DataFrame) -> pd.DataFrame | None:
+        first = group.iloc[0]
         if (base := nones.get(first.base_key)) is not None:
             return base
-        return _most_seeds(nones_any_lr.get(first.base_key_any_lr, []))
+        return _most_paired(nones_any_lr.get(first.base_key_any_lr, []), group.seed)
 
     return baseline_of
 
@@ -1039,7 +1046,8 @@ def mia_closeness(runs: pd.DataFrame) -> pd.DataFrame:
     retraining would (a member rate below the retrained model's) is then "better" the further it
     overshoots. This table puts each setting with one of :data:`PAPER_ADDONS` beside the same
     setting without add-on (same protocol, data, model, scenario, method and rate; for an add-on
-    at its own rate, the method's most-seeded setting, as in :func:`claim_comparisons`), both as
+    at its own rate, the method's setting that shares the most seeds with it, as in
+    :func:`claim_comparisons`), both as
     means over their seeds that did not diverge.
 
     Returns:
@@ -1060,7 +1068,7 @@ def mia_closeness(runs: pd.DataFrame) -> pd.DataFrame:
         first = group.iloc[0]
         if first.addon not in PAPER_ADDONS:
             continue
-        if (base := baseline_of(first)) is None:
+        if (base := baseline_of(group)) is None:
             continue
         member, member_none = group.mia_member.mean(), base.mia_member.mean()
         gap, gap_none = group.mia_member_gap.mean(), base.mia_member_gap.mean()

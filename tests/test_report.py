@@ -628,6 +628,22 @@ def test_mia_closeness_takes_the_claims_baseline_for_an_addon_at_its_own_rate():
     assert set(mia.baseline_mean) == {50.0}
 
 
+def test_an_addon_at_its_own_rate_meets_the_base_method_at_its_own_rate():
+    # the fair comparison: AND at its rate on seeds 1-3; the method alone at the base rate on
+    # seeds 0-2 and at its own rate on seeds 1-3: the baseline pairs all three seeds
+    records = [make_record(addon="none", seed=s, member=50.0, protocol="harness", lr=0.1)
+               for s in range(3)]
+    records += [make_record(addon="none", seed=s, member=30.0, protocol="harness", lr=0.02)
+                for s in (1, 2, 3)]
+    records += [make_record(addon="and", seed=s, member=20.0, protocol="harness", lr=0.05)
+                for s in (1, 2, 3)]
+    runs = report.runs_table(records)
+    mia = report.claim_comparisons(runs)
+    mia = mia[(mia.claim == "lower_mia") & (mia.addon == "and")].iloc[0]
+    assert (mia.baseline_lr, mia.baseline_mean, mia.seeds) == (0.02, 30.0, 3)
+    assert report.mia_closeness(runs).iloc[0].member_none == 30.0
+
+
 def test_ranking_orders_settings_by_their_mean_and_puts_all_diverged_last():
     records = [make_record(m, a, s, protocol="harness") for m, a in
                (("srl", "none"), ("srl", "and"), ("eupmu", "none")) for s in range(2)]
