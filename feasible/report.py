@@ -971,11 +971,16 @@ def verdict_table(verdicts: pd.DataFrame, bold: bool = False) -> pd.DataFrame:
 
     Returns:
         A table indexed by the claims' statements (:data:`CLAIMS`), with columns
-        ``"<protocol>, <scale>, <dataset>"``; empty when ``verdicts`` is.
+        ``"<protocol>, <scale>, <dataset>"``, those with a verdict first; empty when
+        ``verdicts`` is.
     """
     if verdicts.empty:
         return pd.DataFrame()
-    cols = sorted(set(zip(verdicts.scale, verdicts.dataset, verdicts.protocol)))
+    tested = set(zip(*(verdicts.loc[verdicts.verdict != "not tested", k]
+                       for k in ("scale", "dataset", "protocol"))))
+    # the columns with a verdict first: a reader sees them without scrolling
+    cols = sorted(set(zip(verdicts.scale, verdicts.dataset, verdicts.protocol)),
+                  key=lambda col: (col not in tested, col))
     table = {}
     for claim in CLAIMS:
         part = verdicts[verdicts.claim == claim]

@@ -901,3 +901,13 @@ def test_plot_fair_one_panel_per_method_crosses_count_the_diverged():
     # seeds 0 and 1 at the base rate, seed 1 alone at the own rate (seed 0 chose it)
     assert sorted(t.get_text() for ax in fig.axes for t in ax.texts) == ["1", "2"]
     plt.close(fig)
+
+
+def test_verdict_table_puts_the_tested_columns_first():
+    verdicts = pd.DataFrame([
+        {"claim": "lower_mia", "statement": "", "scale": "cpu", "dataset": d, "protocol": "authors",
+         "verdict": v, "holds": 0, "does_not_hold": 0, "mixed": 2 * (v == "mixed"),
+         "counted": 2 * (v == "mixed"), "one_seed": 3 * (v != "mixed")}
+        for d, v in (("cifar10", "not tested"), ("fashion_mnist", "mixed"))])
+    table = report.verdict_table(verdicts)
+    assert [c.split(", ")[-1] for c in table.columns] == ["Fashion-MNIST", "CIFAR-10"]
