@@ -367,8 +367,7 @@ def fair_table(points: pd.DataFrame, metric: str = "avg_gap", digits: int = 1) -
         for point in FAIR_POINTS:
             cell = part[part.point == point]
             ok = cell[~cell.diverged][metric].astype(float)
-            text = ("–" if ok.empty else f"{ok.mean():.{digits}f}" if len(ok) == 1 else
-                    f"{ok.mean():.{digits}f}\u00a0±\u00a0{ok.std(ddof=1):.{digits}f}")
+            text = _mean_sd_text(ok.mean(), ok.std(ddof=1), digits)
             if (lost := int(cell.diverged.sum())):
                 text += f" ({lost} of {len(cell)} diverged)"
             row[point] = text
@@ -569,16 +568,19 @@ def format_mean_sd(summary: pd.DataFrame, metrics: Sequence[str], digits: int = 
     ``"–"`` with none; no-break spaces around ``±``)."""
     out = pd.DataFrame(index=summary.index)
     for m in metrics:
-        cells = []
-        for mean, sd in zip(summary[f"{m}_mean"], summary[f"{m}_sd"]):
-            if pd.isna(mean):
-                cells.append("–")
-            elif pd.isna(sd):
-                cells.append(f"{mean:.{digits}f}")
-            else:  # no-break spaces: a table cell does not wrap inside its number
-                cells.append(f"{mean:.{digits}f}\u00a0±\u00a0{sd:.{digits}f}")
-        out[m] = cells
+        out[m] = [_mean_sd_text(mean, sd, digits)
+                  for mean, sd in zip(summary[f"{m}_mean"], summary[f"{m}_sd"])]
     return out
+
+
+def _mean_sd_text(mean: float, sd: float, digits: int) -> str:
+    """One cell of :func:`format_mean_sd`: ``"–"``, ``"mean"`` or ``"mean ± sd"``."""
+    if pd.isna(mean):
+        return "–"
+    if pd.isna(sd):
+        return f"{mean:.{digits}f}"
+    # no-break spaces: a table cell does not wrap inside its number
+    return f"{mean:.{digits}f}\u00a0±\u00a0{sd:.{digits}f}"
 
 
 def references_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -779,8 +781,8 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     scenario, method and learning rate; an add-on run at a learning rate of its own, with no
     run without add-on at that rate, is compared with the method's setting without add-on that
     shares the most seeds with it: in the fair comparison, the base method at its own rate,
-    both on seeds 1-3; else the most-seeded, its usual rate). ``beats_baselines`` compares each SRL or NGPlus setting
-    with one of them against SalUn (SRL with SalUn's mask, the authors' per-step one or the
+    both on seeds 1-3; else the most-seeded, its usual rate). ``beats_baselines`` compares
+    each SRL or NGPlus setting with one of them against SalUn (SRL with SalUn's mask, the authors' per-step one or the
     static one, whichever the protocol ran), and each SRL one also against NGPlus without
     add-on (NGPlus with an add-on against NGPlus is what the other claims test), on the MIA,
     ``|rUA|`` and epochs to the target UA; where a baseline ran at several learning rates, the
