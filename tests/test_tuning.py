@@ -88,3 +88,11 @@ def test_subgrid_of_takes_the_models_sub_grid_with_the_shared_fixed():
     assert _choose_lr().subgrid_of({"methods": ["ft"]}, "x") == {"methods": ["ft"]}
     with pytest.raises(ValueError, match="'mlp'"):
         _choose_lr().subgrid_of(grid, "mlp")
+
+
+def test_on_seeds_replaces_the_fixed_seed_and_says_so():
+    grid = {"description": "d.", "fixed": {"seed": 0, "model": "vgg16_bn"}, "methods": ["srl"]}
+    out = _choose_lr().on_seeds(grid, [0, 1, 2])
+    assert out["fixed"] == {"model": "vgg16_bn"} and out["seeds"] == [0, 1, 2]
+    assert out["description"].endswith("Seeds 0, 1, 2 (the rate was chosen on seed 0).")
+    assert grid["fixed"]["seed"] == 0  # the input is left as it was

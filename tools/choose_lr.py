@@ -40,13 +40,15 @@ def authors() -> None:
 def cifar() -> None:
     tuned("cpu-cifar-lr.json", "cpu-cifar.json", "cpu-cifar-tuned.json",
           "The CIFAR-10 subset's VGG16-BN under the authors' protocol at a tuned learning rate "
-          "(the second point; the first, at their 1e-4, is in cpu-cifar.json)")
+          "(the second point; the first, at their 1e-4, is in cpu-cifar.json)", seeds=[0, 1, 2])
 
 
-def tuned(pilot_name: str, base_name: str, out_name: str, head: str) -> None:
+def tuned(pilot_name: str, base_name: str, out_name: str, head: str,
+          seeds: list[int] | None = None) -> None:
     """The tuned point of the authors' protocol: ``base_name``'s authors'-protocol sub-grid with
     each base method at the rate :func:`closest_to_retrained` chooses on ``pilot_name``'s
-    records and the base grid's seed-0 runs without add-on alike (its 1e-4)."""
+    records and the base grid's seed-0 runs without add-on alike (its 1e-4); run on ``seeds``
+    (seed 0, the pilot's, first) where given, else on the base grid's seeds."""
     pilot = expand(load_grid(GRIDS / pilot_name))
     first = pilot[0]
     base = [c for c in expand(load_grid(GRIDS / base_name))
@@ -63,7 +65,15 @@ def tuned(pilot_name: str, base_name: str, out_name: str, head: str) -> None:
         "the rate whose final UA is closest to the retrained model's with TA within 3 points "
         f"of the original's. Chosen: {rates}.")
     grid["methods"] = [{"method": m, "lr": v["lr"]} for m, v in sorted(chosen.items())]
-    write(GRIDS / out_name, grid)
+    write(GRIDS / out_name, grid if seeds is None else on_seeds(grid, seeds))
+
+
+def on_seeds(grid: dict, seeds: list[int]) -> dict:
+    """``grid`` (one without sub-grids) run on ``seeds`` instead of its fixed seed, said in its
+    description."""
+    fixed = {k: v for k, v in grid["fixed"].items() if k != "seed"}
+    said = f" Seeds {', '.join(map(str, seeds))} (the rate was chosen on seed 0)."
+    return {**grid, "description": grid["description"] + said, "fixed": fixed, "seeds": seeds}
 
 
 def subgrid_of(grid: dict, model: str) -> dict:
