@@ -782,12 +782,12 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     run without add-on at that rate, is compared with the method's setting without add-on that
     shares the most seeds with it: in the fair comparison, the base method at its own rate,
     both on seeds 1-3; else the most-seeded, its usual rate). ``beats_baselines`` compares
-    each SRL or NGPlus setting with one of them against SalUn (SRL with SalUn's mask, the authors' per-step one or the
-    static one, whichever the protocol ran), and each SRL one also against NGPlus without
-    add-on (NGPlus with an add-on against NGPlus is what the other claims test), on the MIA,
-    ``|rUA|`` and epochs to the target UA; where a baseline ran at several learning rates, the
-    treated run's rate, else the setting that shares the most seeds with it. Pairs are by seed
-    (:func:`verdict`).
+    each SRL or NGPlus setting with one of them against SalUn (SRL with SalUn's mask, the
+    authors' per-step one or the static one, whichever the protocol ran), and each SRL one also
+    against NGPlus without add-on (NGPlus with an add-on against NGPlus is what the other
+    claims test), on the MIA, ``|rUA|`` and epochs to the target UA; where a baseline ran at
+    several learning rates, the treated run's rate, else the setting that shares the most seeds
+    with it. Pairs are by seed (:func:`verdict`).
 
     Returns:
         One row per claim, setting, baseline and metric, with the setting's columns, ``baseline``
@@ -795,12 +795,11 @@ def claim_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
         ``diverged`` (runs of either side left out), ``lost`` (seeds on which the treated run
         diverged and the baseline did not: two or more make the comparison "does not hold",
         one keeps it from "holds"; they count in ``seeds``; never for run time),
-        ``baseline_diverged`` (the baseline's diverged runs, left out),
-        ``treated_mean`` and ``baseline_mean``
-        (the metric's means; the unlearning seconds for ``time``; for the epochs to the target,
-        a run that never got there counts one epoch past its last), ``improvement`` (the mean
-        improvement in the claimed direction), ``se``, ``spread``, ``threshold`` and
-        ``verdict``.
+        ``baseline_diverged`` (the baseline's diverged runs, left out), ``treated_mean`` and
+        ``baseline_mean`` (the metric's means; the unlearning seconds for ``time``; for the
+        epochs to the target, a run that never got there counts one epoch past its last),
+        ``improvement`` (the mean improvement in the claimed direction), ``se``, ``spread``,
+        ``threshold`` and ``verdict``.
     """
     rows: list[dict[str, Any]] = []
     if runs.empty:

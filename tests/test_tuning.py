@@ -90,9 +90,8 @@ def test_subgrid_of_takes_the_models_sub_grid_with_the_shared_fixed():
         _choose_lr().subgrid_of(grid, "mlp")
 
 
-def test_on_seeds_replaces_the_fixed_seed_and_says_so():
-    grid = {"description": "d.", "fixed": {"seed": 0, "model": "vgg16_bn"}, "methods": ["srl"]}
-    out = _choose_lr().on_seeds(grid, [0, 1, 2])
-    assert out["fixed"] == {"model": "vgg16_bn"} and out["seeds"] == [0, 1, 2]
-    assert out["description"].endswith("Seeds 0, 1, 2 (the rate was chosen on seed 0).")
-    assert grid["fixed"]["seed"] == 0  # the input is left as it was
+def test_seeds_said_names_the_grids_seeds_and_the_pilots():
+    said = _choose_lr().seeds_said
+    assert said({"fixed": {"model": "vgg16_bn"}, "seeds": [0, 1, 2]}) == (
+        "Seeds 0, 1, 2 (the rate was chosen on seed 0).")
+    assert said({"fixed": {"seed": 0}}) == "Seed 0 (the rate was chosen on seed 0)."

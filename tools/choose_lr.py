@@ -40,15 +40,14 @@ def authors() -> None:
 def cifar() -> None:
     tuned("cpu-cifar-lr.json", "cpu-cifar.json", "cpu-cifar-tuned.json",
           "The CIFAR-10 subset's VGG16-BN under the authors' protocol at a tuned learning rate "
-          "(the second point; the first, at their 1e-4, is in cpu-cifar.json)", seeds=[0, 1, 2])
+          "(the second point; the first, at their 1e-4, is in cpu-cifar.json)")
 
 
-def tuned(pilot_name: str, base_name: str, out_name: str, head: str,
-          seeds: list[int] | None = None) -> None:
+def tuned(pilot_name: str, base_name: str, out_name: str, head: str) -> None:
     """The tuned point of the authors' protocol: ``base_name``'s authors'-protocol sub-grid with
     each base method at the rate :func:`closest_to_retrained` chooses on ``pilot_name``'s
-    records and the base grid's seed-0 runs without add-on alike (its 1e-4); run on ``seeds``
-    (seed 0, the pilot's, first) where given, else on the base grid's seeds."""
+    records and the base grid's seed-0 runs without add-on alike (its 1e-4), on the base grid's
+    seeds."""
     pilot = expand(load_grid(GRIDS / pilot_name))
     first = pilot[0]
     base = [c for c in expand(load_grid(GRIDS / base_name))
@@ -63,17 +62,16 @@ def tuned(pilot_name: str, base_name: str, out_name: str, head: str,
         f"{head}: everything as there but the rate, chosen per base method by the rule of "
         f"feasible.tuning.closest_to_retrained on the seed-0 pilot ({pilot_name} and 1e-4): "
         "the rate whose final UA is closest to the retrained model's with TA within 3 points "
-        f"of the original's. Chosen: {rates}.")
+        f"of the original's. Chosen: {rates}. {seeds_said(grid)}")
     grid["methods"] = [{"method": m, "lr": v["lr"]} for m, v in sorted(chosen.items())]
-    write(GRIDS / out_name, grid if seeds is None else on_seeds(grid, seeds))
+    write(GRIDS / out_name, grid)
 
 
-def on_seeds(grid: dict, seeds: list[int]) -> dict:
-    """``grid`` (one without sub-grids) run on ``seeds`` instead of its fixed seed, said in its
-    description."""
-    fixed = {k: v for k, v in grid["fixed"].items() if k != "seed"}
-    said = f" Seeds {', '.join(map(str, seeds))} (the rate was chosen on seed 0)."
-    return {**grid, "description": grid["description"] + said, "fixed": fixed, "seeds": seeds}
+def seeds_said(grid: dict) -> str:
+    """The seeds ``grid`` (one without sub-grids) runs on, and the seed its rate was chosen on."""
+    seeds = grid.get("seeds", [grid.get("fixed", {}).get("seed", 0)])
+    named = ("Seed " if len(seeds) == 1 else "Seeds ") + ", ".join(map(str, seeds))
+    return f"{named} (the rate was chosen on seed 0)."
 
 
 def subgrid_of(grid: dict, model: str) -> dict:
