@@ -1662,6 +1662,20 @@ def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return out[columns]
 
 
+def reference_training(records: Iterable[Mapping[str, Any]]) -> tuple[int, float]:
+    """How many distinct original and retrained models ``records`` used and the seconds their
+    training took, each model counted once however many runs (of however many methods) shared
+    its cached checkpoint; :func:`timing_table`'s ``train_s`` counts a model once per row."""
+    trained: dict[str, float] = {}
+    for r in records:
+        t = r.get("timings") or {}
+        for kind in ("original", "retrained"):
+            key = (r.get(kind, {}).get("train") or {}).get("key")
+            if key:
+                trained[key] = _num(t.get(f"train_{kind}_trained_in_s"))
+    return len(trained), sum(trained.values())
+
+
 # --- figures (matplotlib is imported when a figure is drawn) --------------------------------
 
 #: The panels of :func:`plot_epochs`: column of :func:`epoch_curves` -> axis label.

@@ -829,6 +829,19 @@ def test_timing_table_keeps_datasets_and_models_apart():
         ["cifar10", "vgg16_bn", 1], ["fashion_mnist", "small_cnn", 2]]
 
 
+def test_reference_training_counts_each_shared_model_once():
+    def run(method, seed):
+        r = make_record(addon="none", seed=seed, method=method)
+        for kind, seconds in (("original", 300.0), ("retrained", 200.0)):
+            r[kind]["train"]["key"] = f"{kind}-{seed}"
+            r["timings"][f"train_{kind}_trained_in_s"] = seconds + seed
+        return r
+    records = [run("srl", 0), run("ngplus", 0), run("srl", 1)]   # seed 0's models shared
+    assert report.reference_training(records) == (4, 300 + 200 + 301 + 201)
+    assert report.timing_table(records).train_s.tolist() == [500, 1002]  # ngplus, srl rows
+    assert report.reference_training([make_record()]) == (0, 0.0)         # no key: not trained
+
+
 def test_a_default_rate_named_or_left_out_is_one_setting():
     left_out = make_record(addon="and", seed=0, protocol="harness", method="srl")
     named = make_record(addon="and", seed=1, protocol="harness", method="srl", lr=0.03)
