@@ -1637,18 +1637,15 @@ def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     training of the distinct original and retrained models the runs used, when they were made).
     """
     keys = ["scale", "dataset", "model", "protocol", "method"]
-    rows, trained = [], {}
+    records = list(records)
+    rows = []
     for r in records:
         t, c = r.get("timings") or {}, r["config"]
-        where = tuple(c.get(k) for k in keys)
-        rows.append({**dict(zip(keys, where)), "total_s": _num(t.get("total_s")),
+        rows.append({**{k: c.get(k) for k in keys}, "total_s": _num(t.get("total_s")),
                      "unlearn_s": _num(t.get("unlearn_s")),
                      "evaluate_s": _num(t.get("evaluate_epochs_s"))
                      + _num(t.get("evaluate_references_s"))})
-        for kind in ("original", "retrained"):
-            key = (r.get(kind, {}).get("train") or {}).get("key")
-            if key:
-                trained[where + (key,)] = _num(t.get(f"train_{kind}_trained_in_s"))
+    trained = _trained_models(records, keys)
     columns = keys + ["runs", "total_s", "median_run_s", "unlearn_s", "evaluate_s", "train_s"]
     table = pd.DataFrame(rows)
     if table.empty:
@@ -1666,14 +1663,23 @@ def reference_training(records: Iterable[Mapping[str, Any]]) -> tuple[int, float
     """How many distinct original and retrained models ``records`` used and the seconds their
     training took, each model counted once however many runs (of however many methods) shared
     its cached checkpoint; :func:`timing_table`'s ``train_s`` counts a model once per row."""
-    trained: dict[str, float] = {}
+    trained = _trained_models(records)
+    return len(trained), sum(trained.values())
+
+
+def _trained_models(records: Iterable[Mapping[str, Any]],
+                    keys: Sequence[str] = ()) -> dict[tuple, float]:
+    """(the config's ``keys`` values..., checkpoint key) -> seconds its training took, for the
+    original and retrained models the records used (each distinct one once)."""
+    trained: dict[tuple, float] = {}
     for r in records:
-        t = r.get("timings") or {}
+        t, c = r.get("timings") or {}, r["config"]
         for kind in ("original", "retrained"):
             key = (r.get(kind, {}).get("train") or {}).get("key")
             if key:
-                trained[key] = _num(t.get(f"train_{kind}_trained_in_s"))
-    return len(trained), sum(trained.values())
+                where = tuple(c.get(k) for k in keys) + (key,)
+                trained[where] = _num(t.get(f"train_{kind}_trained_in_s"))
+    return trained
 
 
 # --- figures (matplotlib is imported when a figure is drawn) --------------------------------
