@@ -85,14 +85,15 @@ def test_run_rejects_badly_typed_options(capsys, no_compute):
 def test_repository_grids_expand():
     parts = ("cpu-authors-lr", "cpu-authors", "cpu-authors-tuned", "cpu-literature", "cpu-fair",
              "cpu-fair-chosen", "cpu-ablations", "cpu-cifar", "cpu-cifar-lr",
-             "cpu-cifar-tuned")
+             "cpu-cifar-tuned", "cpu-cifar-step")
     sizes = {name: len(expand(load_grid(ROOT / "grids" / f"{name}.json")))
              for name in ("smoke", "cpu", "paper", "cpu-related", "cpu-related-lr") + parts}
-    assert sizes == {"smoke": 30, "cpu": 428, "paper": 360, "cpu-related": 102,
+    assert sizes == {"smoke": 30, "cpu": 432, "paper": 360, "cpu-related": 102,
                      "cpu-related-lr": 15, "cpu-authors-lr": 6,
                      "cpu-authors": 84, "cpu-authors-tuned": 84, "cpu-literature": 50,
                      "cpu-fair": 61, "cpu-fair-chosen": 30, "cpu-ablations": 24,
-                     "cpu-cifar": 51, "cpu-cifar-lr": 6, "cpu-cifar-tuned": 42}
+                     "cpu-cifar": 51, "cpu-cifar-lr": 6, "cpu-cifar-tuned": 42,
+                     "cpu-cifar-step": 4}
     whole = [config_hash(c) for c in expand(load_grid(ROOT / "grids" / "cpu.json"))]
     # the parts in order, each configuration once (the pilots' chosen rates recur in the parts
     # that use them)
