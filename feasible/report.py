@@ -1632,7 +1632,8 @@ def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Measured seconds per run from the records' timings, by scale, dataset, model, protocol
     and method.
 
-    Columns: ``runs``, ``total_s`` (sum of the runs' totals), ``median_run_s``, ``unlearn_s`` and
+    Columns: ``runs``, ``total_s`` (sum of the runs' totals, less the training of any reference
+    model a run made itself, :func:`_own_seconds`), ``median_run_s``, ``unlearn_s`` and
     ``evaluate_s`` (sums: unlearning; per-epoch and final evaluation), and ``train_s`` (the
     training of the distinct original and retrained models the runs used, when they were made).
     """
@@ -1641,7 +1642,7 @@ def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
         t, c = r.get("timings") or {}, r["config"]
-        rows.append({**{k: c.get(k) for k in keys}, "total_s": _num(t.get("total_s")),
+        rows.append({**{k: c.get(k) for k in keys}, "total_s": _own_seconds(t),
                      "unlearn_s": _num(t.get("unlearn_s")),
                      "evaluate_s": _num(t.get("evaluate_epochs_s"))
                      + _num(t.get("evaluate_references_s"))})
@@ -1657,6 +1658,22 @@ def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     out["train_s"] = [sum(seconds for k, seconds in trained.items() if k[:-1] == tuple(row))
                       for row in out[keys].itertuples(index=False)]
     return out[columns]
+
+
+def _own_seconds(timings: Mapping[str, Any]) -> float:
+    """A run's total seconds less the training of the reference models it made itself (a run
+    that found a model missing trains it inside its total; :func:`reference_training` counts
+    that training once, whichever run did it). A model was made by the run when its
+    ``train_<kind>_cached`` is false or, in records older than that field, when its
+    ``train_<kind>_s`` is its ``train_<kind>_trained_in_s``."""
+    total = _num(timings.get("total_s"))
+    for kind in ("original", "retrained"):
+        cached = timings.get(f"train_{kind}_cached")
+        spent = timings.get(f"train_{kind}_s")
+        if cached is False or (cached is None and spent is not None
+                               and spent == timings.get(f"train_{kind}_trained_in_s")):
+            total -= _num(spent)
+    return total
 
 
 def reference_training(records: Iterable[Mapping[str, Any]]) -> tuple[int, float]:

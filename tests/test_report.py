@@ -842,6 +842,20 @@ def test_reference_training_counts_each_shared_model_once():
     assert report.reference_training([make_record()]) == (0, 0.0)         # no key: not trained
 
 
+def test_timing_table_leaves_out_reference_training_done_inside_a_run():
+    made = make_record(addon="none", seed=0)
+    made["timings"] = {"total_s": 1000.0, "train_original_cached": False,
+                       "train_original_s": 300.0, "train_original_trained_in_s": 300.0,
+                       "train_retrained_cached": True, "train_retrained_s": 0.1,
+                       "train_retrained_trained_in_s": 250.0}
+    older = make_record(addon="and", seed=0)      # no `cached` field: made when the times match
+    older["timings"] = {"total_s": 900.0, "train_original_s": 0.1,
+                        "train_original_trained_in_s": 300.0, "train_retrained_s": 250.0,
+                        "train_retrained_trained_in_s": 250.0}
+    table = report.timing_table([made, older])
+    assert table.total_s.tolist() == [(1000 - 300) + (900 - 250)]
+
+
 def test_a_default_rate_named_or_left_out_is_one_setting():
     left_out = make_record(addon="and", seed=0, protocol="harness", method="srl")
     named = make_record(addon="and", seed=1, protocol="harness", method="srl", lr=0.03)
