@@ -1633,7 +1633,7 @@ def timing_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     and method.
 
     Columns: ``runs``, ``total_s`` (sum of the runs' totals, less the training of any reference
-    model a run made itself, :func:`_own_seconds`), ``median_run_s``, ``unlearn_s`` and
+    model a run made itself, which ``train_s`` counts), ``median_run_s``, ``unlearn_s`` and
     ``evaluate_s`` (sums: unlearning; per-epoch and final evaluation), and ``train_s`` (the
     training of the distinct original and retrained models the runs used, when they were made).
     """
