@@ -590,6 +590,14 @@ def test_page_reads_well_in_a_browser(book_reports, page):
 
 
 @pytest.mark.browser
+def test_the_first_pages_verdict_table_shows_every_column_at_1280(book_reports):
+    """The verdict table is what most readers open the book for: at 1280 px none of its columns
+    hides behind a sideways scroll (the book's CSS sets its font for that)."""
+    scrolled = book_reports[("book/intro.html", 1280)].get("scrolled", [])
+    assert not [d for d in scrolled if d["what"] == "table"], scrolled
+
+
+@pytest.mark.browser
 def test_every_rendered_page_is_in_the_toc(book_reports):
     rendered = {p for p, _ in book_reports}
     assert rendered == set(toc_pages()), rendered ^ set(toc_pages())
